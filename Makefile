@@ -1,0 +1,57 @@
+# The two commands of the README: `make run` (local mode serving examples/) and `make test`.
+# Both create .venv and install what they need on a fresh machine.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PORT   ?= 8080
+HOST   ?= 127.0.0.1
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test venv lint typecheck unit api local crds bench e2e e2e-test k8s-binaries cluster-up cluster-down images clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip uv
+	$(VENV)/bin/uv pip install -q --python $(PY) -e '.[all,dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+## The main job: serve every Function manifest in examples/ on $(HOST):$(PORT), no cluster.
+run: venv
+	$(VENV)/bin/kubefaas local examples/ --host $(HOST) --port $(PORT)
+
+## Everything CI checks: lint, types, import layers, unit + API-server + local tiers.
+test: venv lint typecheck
+	$(PY) -m pytest tests
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+typecheck: venv
+	$(VENV)/bin/mypy kubefaas operator/kubefaas_operator gateway/kubefaas_gateway runtime/kubefaas_runtime cluster/kubefaas_cluster
+
+unit: venv
+	$(PY) -m pytest tests/unit
+
+## Regenerate crds/ from the Python model (a test fails when they differ).
+crds: venv
+	$(VENV)/bin/kubefaas crd > crds/function.yaml
+
+bench: venv
+	$(PY) bench/local_coldstart.py
+	$(PY) bench/gateway_overhead.py
+
+k8s-binaries: venv
+	$(PY) -m kubefaas_cluster build
+
+cluster-up: venv
+	$(PY) -m kubefaas_cluster up $(if $(API_ONLY),--api-only,)
+
+cluster-down: venv
+	$(PY) -m kubefaas_cluster down
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .state

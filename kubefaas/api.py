@@ -1,0 +1,423 @@
+"""The Function API (kubefaas.io/v1alpha1): the single source of truth.
+
+Every field, default and bound of DESIGN §3 lives here. `kubefaas.crd` turns these models
+into the CRD's OpenAPI schema, so the API server rejects a bad manifest with the same rule
+that local mode and the gateway apply through pydantic. Cross-field rules are written once
+as a `Rule`: its CEL expression goes into the CRD, its Python predicate runs in the model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from kubefaas import limits
+from kubefaas.quantity import QUANTITY_PATTERN, parse_quantity
+
+API_VERSION = f"{limits.API_GROUP}/{limits.API_VERSION}"
+
+# module.function, one level: the module is a file at the root of the code.
+HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$"
+# ConfigMap keys: what a file name in inline code may be.
+FILE_NAME_PATTERN = r"^[-._a-zA-Z0-9]+$"
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A cross-field rule, written once for both enforcers.
+
+    `cel` is evaluated by the API server (x-kubernetes-validations on the object the model
+    describes); `holds` is evaluated by the Python model on the same object. `message` is
+    what the user reads from either.
+    """
+
+    cel: str
+    message: str
+    holds: Callable[[Any], bool]
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, snake_case in Python, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+    RULES: ClassVar[tuple[Rule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Self:
+        for rule in type(self).RULES:
+            if not rule.holds(self):
+                raise ValueError(rule.message)
+        return self
+
+
+def _size_between(low: str, high: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        size = parse_quantity(value)
+        if not parse_quantity(low) <= size <= parse_quantity(high):
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return check
+
+
+def _size_field(default: str, low: str, high: str, description: str) -> Any:
+    return Field(
+        default=default,
+        description=f"{description} Between {low} and {high}.",
+        pattern=QUANTITY_PATTERN,
+        max_length=32,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": (
+                        f"quantity(self).compareTo(quantity('{low}')) >= 0 && "
+                        f"quantity(self).compareTo(quantity('{high}')) <= 0"
+                    ),
+                    "message": f"must be between {low} and {high}",
+                }
+            ]
+        },
+    )
+
+
+Memory = Annotated[str, AfterValidator(_size_between(limits.MEMORY_MIN, limits.MEMORY_MAX))]
+TmpSize = Annotated[str, AfterValidator(_size_between(limits.TMP_SIZE_MIN, limits.TMP_SIZE_MAX))]
+
+
+class ConfigMapRef(_Model):
+    """Code kept in an existing ConfigMap of the Function's namespace (one key a file)."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+
+
+class Code(_Model):
+    """Where the handler's source comes from: inline files or a ConfigMap."""
+
+    inline: dict[str, str] | None = Field(
+        default=None,
+        description="File name -> source. The handler's module must be one of the files.",
+        min_length=1,
+        max_length=limits.INLINE_CODE_MAX_FILES,
+        json_schema_extra={
+            "propertyNames": {"pattern": FILE_NAME_PATTERN},
+            "additionalProperties": {"type": "string", "maxLength": limits.INLINE_CODE_MAX_BYTES},
+        },
+    )
+    config_map: ConfigMapRef | None = None
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.inline) != has(self.configMap)",
+            message="set exactly one of code.inline and code.configMap",
+            holds=lambda c: (c.inline is None) != (c.config_map is None),
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _check_files(self) -> Self:
+        if self.inline is not None:
+            for name in self.inline:
+                if not re.match(FILE_NAME_PATTERN, name):
+                    raise ValueError(
+                        f"inline file name {name!r} must match {FILE_NAME_PATTERN} "
+                        "(a ConfigMap key: letters, digits, '-', '_' and '.')"
+                    )
+            size = sum(len(src.encode()) for src in self.inline.values())
+            if size > limits.INLINE_CODE_MAX_BYTES:
+                raise ValueError(
+                    f"inline code is {size} bytes, more than {limits.INLINE_CODE_MAX_BYTES}; "
+                    "put it in a ConfigMap or an image"
+                )
+        return self
+
+
+class EnvVar(_Model):
+    name: str = Field(max_length=256, pattern=ENV_NAME_PATTERN)
+    value: str = ""
+
+
+class Destination(_Model):
+    """Where an async result goes: a URL (POSTed) or another Function (invoked async)."""
+
+    url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    function: str | None = Field(
+        default=None, max_length=limits.NAME_MAX_LENGTH, pattern=limits.NAME_PATTERN
+    )
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.url) != has(self.function)",
+            message="a destination sets exactly one of url and function",
+            holds=lambda d: (d.url is None) != (d.function is None),
+        ),
+    )
+
+
+class Scaling(_Model):
+    min_scale: int = Field(default=limits.MIN_SCALE_DEFAULT, ge=0, le=limits.SCALE_MAX)
+    max_scale: int = Field(default=limits.MAX_SCALE_DEFAULT, ge=1, le=limits.SCALE_MAX)
+    target_concurrency: int = Field(
+        default=limits.TARGET_CONCURRENCY_DEFAULT,
+        ge=1,
+        le=limits.TARGET_CONCURRENCY_MAX,
+        description="Soft: in-flight requests per instance the autoscaler aims for.",
+    )
+    container_concurrency: int = Field(
+        default=limits.CONTAINER_CONCURRENCY_DEFAULT,
+        ge=0,
+        le=limits.CONTAINER_CONCURRENCY_MAX,
+        description="Hard per-instance limit on in-flight requests; 0 = none.",
+    )
+    reserved_concurrency: int | None = Field(
+        default=None,
+        ge=0,
+        le=limits.RESERVED_CONCURRENCY_MAX,
+        description="Function-wide cap on in-flight sync calls; over it callers get 429.",
+    )
+    scale_to_zero_after_seconds: int = Field(
+        default=limits.SCALE_TO_ZERO_AFTER_DEFAULT,
+        ge=0,
+        le=limits.SCALE_TO_ZERO_AFTER_MAX,
+        description=(
+            "Idle seconds before the last instance is removed; 0 = never scale to zero, "
+            f"else at least {limits.SCALE_TO_ZERO_AFTER_MIN}."
+        ),
+    )
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="self.minScale <= self.maxScale",
+            message="scaling.minScale must not exceed scaling.maxScale",
+            holds=lambda s: s.min_scale <= s.max_scale,
+        ),
+        Rule(
+            cel=(
+                "self.scaleToZeroAfterSeconds == 0 || "
+                f"self.scaleToZeroAfterSeconds >= {limits.SCALE_TO_ZERO_AFTER_MIN}"
+            ),
+            message=(
+                "scaling.scaleToZeroAfterSeconds must be 0 (never) or at least "
+                f"{limits.SCALE_TO_ZERO_AFTER_MIN}"
+            ),
+            holds=lambda s: s.scale_to_zero_after_seconds == 0
+            or s.scale_to_zero_after_seconds >= limits.SCALE_TO_ZERO_AFTER_MIN,
+        ),
+    )
+
+
+class AsyncConfig(_Model):
+    max_retries: int = Field(
+        default=limits.ASYNC_MAX_RETRIES_DEFAULT, ge=0, le=limits.ASYNC_MAX_RETRIES_MAX
+    )
+    max_event_age_seconds: int = Field(
+        default=limits.ASYNC_MAX_EVENT_AGE_DEFAULT,
+        ge=limits.ASYNC_MAX_EVENT_AGE_MIN,
+        le=limits.ASYNC_MAX_EVENT_AGE_MAX,
+    )
+    on_success: Destination | None = None
+    on_failure: Destination | None = None
+
+
+class FunctionSpec(_Model):
+    runtime: Literal[limits.RUNTIMES] | None = Field(  # type: ignore[valid-type]
+        default=None, description="Language runtime; or set image instead."
+    )
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        description="A custom image that speaks the runtime contract; or set runtime instead.",
+    )
+    handler: str = Field(
+        default=limits.DEFAULT_HANDLER, max_length=256, pattern=HANDLER_PATTERN
+    )
+    event_format: Literal["json", "http"] = limits.DEFAULT_EVENT_FORMAT
+    code: Code | None = None
+    env: list[EnvVar] = Field(default_factory=list, max_length=limits.ENV_MAX_ITEMS)
+    memory: Memory = _size_field(
+        limits.MEMORY_DEFAULT, limits.MEMORY_MIN, limits.MEMORY_MAX, "Memory limit."
+    )
+    timeout_seconds: int = Field(
+        default=limits.TIMEOUT_DEFAULT, ge=limits.TIMEOUT_MIN, le=limits.TIMEOUT_MAX
+    )
+    tmp_size: TmpSize = _size_field(
+        limits.TMP_SIZE_DEFAULT,
+        limits.TMP_SIZE_MIN,
+        limits.TMP_SIZE_MAX,
+        "Size of the private /tmp.",
+    )
+    scaling: Scaling = Field(default_factory=Scaling)
+    async_: AsyncConfig = Field(default_factory=AsyncConfig, alias="async")
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.runtime) != has(self.image)",
+            message="set exactly one of spec.runtime and spec.image",
+            holds=lambda s: (s.runtime is None) != (s.image is None),
+        ),
+        Rule(
+            cel="!has(self.code) || has(self.runtime)",
+            message="spec.code goes with spec.runtime; an image carries its own code",
+            holds=lambda s: s.code is None or s.runtime is not None,
+        ),
+        Rule(
+            cel="!has(self.runtime) || has(self.code)",
+            message="spec.runtime needs spec.code (inline files or a configMap)",
+            holds=lambda s: s.runtime is None or s.code is not None,
+        ),
+        Rule(
+            cel=(
+                "!has(self.code) || !has(self.code.inline) || "
+                "self.handler.substring(0, self.handler.indexOf('.')) + '.py' in self.code.inline"
+            ),
+            message="spec.handler's module must be one of the files in spec.code.inline",
+            holds=lambda s: s.code is None
+            or s.code.inline is None
+            or s.handler.split(".")[0] + ".py" in s.code.inline,
+        ),
+        Rule(
+            cel="self.env.all(e, self.env.exists_one(f, f.name == e.name))",
+            message="spec.env names must be unique",
+            holds=lambda s: len({e.name for e in s.env}) == len(s.env),
+        ),
+    )
+
+    @property
+    def handler_module(self) -> str:
+        return self.handler.split(".")[0]
+
+    @property
+    def handler_function(self) -> str:
+        return self.handler.split(".")[1]
+
+
+class ObjectMeta(BaseModel):
+    """The parts of Kubernetes metadata kubefaas reads; everything else passes through."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    name: str = Field(max_length=limits.NAME_MAX_LENGTH, pattern=limits.NAME_PATTERN)
+    namespace: str = Field(default="default", max_length=63, pattern=limits.NAME_PATTERN)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    generation: int | None = None
+    uid: str | None = None
+
+
+class Condition(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True,
+                              alias_generator=to_camel)
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str | None = None
+    message: str | None = None
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class FunctionStatus(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True,
+                              alias_generator=to_camel)
+
+    conditions: list[Condition] = Field(default_factory=list)
+    replicas: int | None = None
+    ready_replicas: int | None = None
+    desired_replicas: int | None = None
+    url: str | None = None
+    observed_generation: int | None = None
+
+
+class Function(BaseModel):
+    """A `Function` object as it is applied (apiVersion, kind, metadata, spec[, status])."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    api_version: Literal["kubefaas.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["Function"]
+    metadata: ObjectMeta
+    spec: FunctionSpec
+    status: FunctionStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def key(self) -> str:
+        """`namespace/name`, how the gateway and stats address a function."""
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+
+# The object-level rules that only the CRD needs to state: the Python model already holds
+# the same rules through ObjectMeta's field constraints.
+NAME_RULES = (
+    {
+        "rule": f"size(self.metadata.name) <= {limits.NAME_MAX_LENGTH}",
+        "message": (
+            f"metadata.name must be at most {limits.NAME_MAX_LENGTH} characters "
+            "(it names the function's Service)"
+        ),
+    },
+    {
+        "rule": f"self.metadata.name.matches('{limits.NAME_PATTERN}')",
+        "message": (
+            "metadata.name must be a DNS-1035 label: lower-case letters, digits and '-', "
+            "starting with a letter (it names the function's Service)"
+        ),
+    },
+)
+
+
+class InvalidFunction(ValueError):
+    """A manifest that breaks the Function API; `problems` are `field: rule` lines."""
+
+    def __init__(self, problems: list[str], source: str | None = None) -> None:
+        self.problems = problems
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(where + "invalid Function: " + "; ".join(problems))
+
+
+def describe_errors(error: ValidationError) -> list[str]:
+    """`spec.scaling.maxScale: Input should be less than or equal to 1000 (got 5000)`."""
+    problems = []
+    for item in error.errors(include_url=False):
+        loc = ".".join(str(part) for part in item["loc"] if part != "function-after[check(), str]")
+        message = item["msg"].removeprefix("Value error, ")
+        got = item.get("input")
+        shown = "" if isinstance(got, dict | list) or got is None else f" (got {got!r})"
+        problems.append(f"{loc or '(object)'}: {message}{shown}")
+    return problems
+
+
+def parse_function(document: Any, source: str | None = None) -> Function:
+    """Validate one manifest (a dict from YAML/JSON); InvalidFunction names each problem."""
+    if not isinstance(document, dict):
+        raise InvalidFunction([f"expected a mapping, got {type(document).__name__}"], source)
+    try:
+        return Function.model_validate(document)
+    except ValidationError as exc:
+        raise InvalidFunction(describe_errors(exc), source) from None
