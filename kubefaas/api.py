@@ -50,6 +50,13 @@ class Rule:
     holds: Callable[[Any], bool]
 
 
+def _schema_with_rules(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    """Publish a model's cross-field rules as CEL in its JSON schema (read by kubefaas.crd)."""
+    rules = getattr(cls, "RULES", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [{"rule": r.cel, "message": r.message} for r in rules]
+
+
 class _Model(BaseModel):
     """camelCase on the wire, snake_case in Python, unknown fields refused."""
 
@@ -58,6 +65,7 @@ class _Model(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
+        json_schema_extra=_schema_with_rules,
     )
     RULES: ClassVar[tuple[Rule, ...]] = ()
 
@@ -118,8 +126,14 @@ class Code(_Model):
         min_length=1,
         max_length=limits.INLINE_CODE_MAX_FILES,
         json_schema_extra={
-            "propertyNames": {"pattern": FILE_NAME_PATTERN},
             "additionalProperties": {"type": "string", "maxLength": limits.INLINE_CODE_MAX_BYTES},
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.all(name, name.matches('{FILE_NAME_PATTERN}'))",
+                    "message": "inline file names must be ConfigMap keys: letters, digits, "
+                    "'-', '_' and '.'",
+                }
+            ],
         },
     )
     config_map: ConfigMapRef | None = None
@@ -218,8 +232,10 @@ class Scaling(_Model):
                 "scaling.scaleToZeroAfterSeconds must be 0 (never) or at least "
                 f"{limits.SCALE_TO_ZERO_AFTER_MIN}"
             ),
-            holds=lambda s: s.scale_to_zero_after_seconds == 0
-            or s.scale_to_zero_after_seconds >= limits.SCALE_TO_ZERO_AFTER_MIN,
+            holds=lambda s: (
+                s.scale_to_zero_after_seconds == 0
+                or s.scale_to_zero_after_seconds >= limits.SCALE_TO_ZERO_AFTER_MIN
+            ),
         ),
     )
 
@@ -246,9 +262,7 @@ class FunctionSpec(_Model):
         max_length=512,
         description="A custom image that speaks the runtime contract; or set runtime instead.",
     )
-    handler: str = Field(
-        default=limits.DEFAULT_HANDLER, max_length=256, pattern=HANDLER_PATTERN
-    )
+    handler: str = Field(default=limits.DEFAULT_HANDLER, max_length=256, pattern=HANDLER_PATTERN)
     event_format: Literal["json", "http"] = limits.DEFAULT_EVENT_FORMAT
     code: Code | None = None
     env: list[EnvVar] = Field(default_factory=list, max_length=limits.ENV_MAX_ITEMS)
@@ -289,12 +303,14 @@ class FunctionSpec(_Model):
                 "self.handler.substring(0, self.handler.indexOf('.')) + '.py' in self.code.inline"
             ),
             message="spec.handler's module must be one of the files in spec.code.inline",
-            holds=lambda s: s.code is None
-            or s.code.inline is None
-            or s.handler.split(".")[0] + ".py" in s.code.inline,
+            holds=lambda s: (
+                s.code is None
+                or s.code.inline is None
+                or s.handler.split(".")[0] + ".py" in s.code.inline
+            ),
         ),
         Rule(
-            cel="self.env.all(e, self.env.exists_one(f, f.name == e.name))",
+            cel="!has(self.env) || self.env.all(e, self.env.exists_one(f, f.name == e.name))",
             message="spec.env names must be unique",
             holds=lambda s: len({e.name for e in s.env}) == len(s.env),
         ),
@@ -323,8 +339,9 @@ class ObjectMeta(BaseModel):
 
 
 class Condition(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True,
-                              alias_generator=to_camel)
+    model_config = ConfigDict(
+        extra="allow", frozen=True, populate_by_name=True, alias_generator=to_camel
+    )
 
     type: str
     status: Literal["True", "False", "Unknown"]
@@ -335,8 +352,9 @@ class Condition(BaseModel):
 
 
 class FunctionStatus(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True,
-                              alias_generator=to_camel)
+    model_config = ConfigDict(
+        extra="allow", frozen=True, populate_by_name=True, alias_generator=to_camel
+    )
 
     conditions: list[Condition] = Field(default_factory=list)
     replicas: int | None = None
