@@ -7,7 +7,7 @@ PORT   ?= 8080
 HOST   ?= 127.0.0.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv lint typecheck unit api local crds bench e2e e2e-test k8s-binaries cluster-up cluster-down images clean
+.PHONY: run test venv system-deps lint typecheck unit api local crds bench e2e e2e-test k8s-binaries cluster-up cluster-down images clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,12 +17,22 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Debian packages the test tiers start for real (redis-server for the Redis queue backend).
+# Installed only when missing; CI machines may be fresh.
+SYSTEM_PACKAGES := redis-server
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; \
+	fi
+
 ## The main job: serve every Function manifest in examples/ on $(HOST):$(PORT), no cluster.
 run: venv
 	$(VENV)/bin/kubefaas local examples/ --host $(HOST) --port $(PORT)
 
 ## Everything CI checks: lint, types, import layers, unit + API-server + local tiers.
-test: venv lint typecheck
+test: venv system-deps lint typecheck
 	$(PY) -m pytest tests
 
 lint: venv
@@ -39,6 +49,7 @@ unit: venv
 ## Regenerate crds/ from the Python model (a test fails when they differ).
 crds: venv
 	$(VENV)/bin/kubefaas crd > crds/function.yaml
+	cp crds/function.yaml charts/kubefaas/crds/function.yaml
 
 bench: venv
 	$(PY) bench/local_coldstart.py
