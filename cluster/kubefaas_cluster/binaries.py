@@ -213,12 +213,16 @@ def _run_logged(args: list[str], *, cwd: Path, env: dict[str, str], log: Path) -
         handle.write(result.stdout)
     if result.returncode != 0:
         tail = "\n".join(result.stdout.splitlines()[-30:])
-        raise BuildError(f"{' '.join(args[:3])} failed (exit {result.returncode}); see {log}\n{tail}")
+        raise BuildError(
+            f"{' '.join(args[:3])} failed (exit {result.returncode}); see {log}\n{tail}"
+        )
     return result.stdout
 
 
 def _go_version() -> str:
-    return subprocess.run(["go", "version"], capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(
+        ["go", "version"], capture_output=True, text=True, check=True
+    ).stdout.strip()
 
 
 def _stamp_matches(stamp: Path, *, version: str, binaries: list[Path]) -> bool:

@@ -3,6 +3,8 @@
 Files written under ``<cluster dir>/pki/`` (PEM; keys readable by the owner only)::
 
     ca.crt ca.key                          the cluster CA (also the client CA and signer)
+    front-proxy-ca.crt/.key                CA of the aggregation layer's request headers
+    front-proxy-client.crt/.key            API server -> aggregated API servers
     apiserver.crt/.key                     serving cert, SANs in `apiserver_sans`
     apiserver-kubelet-client.crt/.key      API server -> kubelet (O=system:masters)
     admin.crt/.key                         CN=kubernetes-admin, O=system:masters
@@ -63,6 +65,10 @@ class Pki:
     @property
     def ca(self) -> KeyPair:
         return self.pair("ca")
+
+    @property
+    def front_proxy_ca(self) -> KeyPair:
+        return self.pair("front-proxy-ca")
 
     @property
     def service_account_key(self) -> Path:
@@ -290,15 +296,26 @@ def create_service_account_keys(pki: Pki) -> None:
     )
 
 
+FRONT_PROXY_CLIENT = CertSpec("front-proxy-client", "front-proxy-client", client=True)
+
+
 def ensure_pki(pki: Pki, *, node_name: str, node_ip: str) -> None:
-    """Create whatever credential is missing or stale; keep the rest."""
+    """Create whatever credential is missing or stale; keep the rest.
+
+    The front-proxy CA is separate from the cluster CA, as Kubernetes asks, so that a
+    client certificate of the cluster CA can never pose as the aggregation proxy.
+    """
     pki.root.mkdir(parents=True, exist_ok=True)
     pki.root.chmod(0o700)
-    if not (pki.ca.cert.is_file() and pki.ca.key.is_file()):
-        create_ca(pki.ca)
+    for ca, common_name in ((pki.ca, "kubefaas-local-ca"), (pki.front_proxy_ca, "front-proxy-ca")):
+        if not (ca.cert.is_file() and ca.key.is_file()):
+            create_ca(ca, common_name=common_name)
     for spec in cluster_cert_specs(node_name=node_name, node_ip=node_ip):
         pair = pki.pair(spec.name)
         if not _matches(pair, spec, ca=pki.ca):
             issue(pki.ca, pair, spec)
+    proxy_client = pki.pair(FRONT_PROXY_CLIENT.name)
+    if not _matches(proxy_client, FRONT_PROXY_CLIENT, ca=pki.front_proxy_ca):
+        issue(pki.front_proxy_ca, proxy_client, FRONT_PROXY_CLIENT)
     if not (pki.service_account_key.is_file() and pki.service_account_pub.is_file()):
         create_service_account_keys(pki)

@@ -54,7 +54,9 @@ def write_kubeconfig(path: Path, *, server: str, ca_cert: Path, client: KeyPair)
     """Write a kubeconfig readable by the owner only (it holds a private key)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(render_kubeconfig(server=server, ca_cert=ca_cert, client=client), encoding="utf-8")
+    tmp.write_text(
+        render_kubeconfig(server=server, ca_cert=ca_cert, client=client), encoding="utf-8"
+    )
     tmp.chmod(0o600)
     tmp.replace(path)
     return path

@@ -14,6 +14,7 @@ spawned go too.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
@@ -96,7 +97,11 @@ class ProcessTable:
         return self.log_dir / f"{name}.log"
 
     def running(self, name: str) -> Running | None:
-        """The live process recorded for `name`, or None (a stale record is removed)."""
+        """The live process recorded for `name`, or None.
+
+        A record whose process died stays on disk, so `dead` components can be reported;
+        `stop` or the next `start` replaces it.
+        """
         path = self.pid_file(name)
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
@@ -105,7 +110,6 @@ class ProcessTable:
             return None
         self._reap(name)
         if not is_alive(pid, ticks=ticks):
-            path.unlink(missing_ok=True)
             return None
         return Running(name=name, pid=pid, argv=tuple(argv))
 
@@ -188,10 +192,8 @@ class ProcessTable:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def group_members(pgid: int) -> list[int]:
@@ -204,4 +206,3 @@ def group_members(pgid: int) -> list[int]:
         if fields and fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
             members.append(int(entry.name))
     return members
-

@@ -1,0 +1,72 @@
+"""Command line: ``python -m kubefaas_cluster {build,up,down,status,kubeconfig}``.
+
+The Makefile targets ``k8s-binaries``, ``cluster-up`` and ``cluster-down`` call this, and
+the pytest fixture uses the same `LocalCluster`, so a developer's cluster and a test
+session's cluster are started the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from kubefaas_cluster import binaries
+from kubefaas_cluster.binaries import BinaryCache, BuildError, MissingBinary
+from kubefaas_cluster.cluster import DEFAULT_TIMEOUT_SECONDS, ClusterError, LocalCluster
+from kubefaas_cluster.layout import default_cluster_dir
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m kubefaas_cluster",
+        description="Build and run a local Kubernetes cluster from source, without Docker.",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="cluster state directory (default: $KUBEFAAS_CLUSTER_DIR or <repo>/.cluster)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("build", help="build and cache the Kubernetes binaries, helm and etcd")
+    up = commands.add_parser("up", help="start the cluster (reuses what already runs)")
+    up.add_argument("--api-only", action="store_true", help="etcd + API server + controllers")
+    up.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS)
+    down = commands.add_parser("down", help="stop every process the cluster started")
+    down.add_argument("--purge", action="store_true", help="also delete the cluster directory")
+    commands.add_parser("status", help="list the components and their PIDs")
+    commands.add_parser("kubeconfig", help="print the admin kubeconfig path")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    cache = BinaryCache.default()
+    cluster = LocalCluster.at(args.dir or default_cluster_dir())
+    try:
+        if args.command == "build":
+            binaries.build_all(cache)
+        elif args.command == "up":
+            info = cluster.up(api_only=args.api_only, timeout=args.timeout)
+            print(f"cluster up: {info.server}")
+            print(f"export KUBECONFIG={info.kubeconfig}")
+            print(f"export PATH={info.bin_dir}:$PATH")
+        elif args.command == "down":
+            stopped = cluster.down(purge=args.purge)
+            print(f"stopped: {', '.join(stopped) if stopped else 'nothing was running'}")
+        elif args.command == "status":
+            for name, proc in cluster.status().items():
+                print(f"{name:28} {'pid ' + str(proc.pid) if proc else 'not running'}")
+            dead = cluster.dead()
+            return 1 if dead else 0
+        elif args.command == "kubeconfig":
+            print(cluster.layout.admin_kubeconfig)
+    except (BuildError, MissingBinary, ClusterError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,220 @@
+"""Bring a local cluster up or down: the one place that orders the components.
+
+``up`` is a reconcile, not a script: a component whose recorded process is alive with the
+same command line is reused, one that died or whose flags changed is (re)started, each is
+waited for before the next starts, and any failure raises `ClusterError` carrying the tail
+of every component log. ``down`` stops the recorded processes in reverse order and keeps
+the directory (certificates, etcd data) for the next ``up`` unless asked to purge it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kubefaas_cluster import binaries, components, network, probes, versions
+from kubefaas_cluster.binaries import BinaryCache
+from kubefaas_cluster.certs import Pki, ensure_pki
+from kubefaas_cluster.kubeconfigs import write_kubeconfig
+from kubefaas_cluster.layout import ClusterLayout, ClusterState, load_or_create_state
+from kubefaas_cluster.processes import ProcessSpec, ProcessTable, Running
+
+API_COMPONENTS: tuple[str, ...] = ("etcd", "kube-apiserver", "kube-controller-manager")
+# Start order of the full cluster; `down` walks it backwards.
+ALL_COMPONENTS: tuple[str, ...] = (*API_COMPONENTS, "kube-scheduler")
+DEFAULT_TIMEOUT_SECONDS = 120.0
+# Component kubeconfigs, named after the client certificate each one uses.
+COMPONENT_CLIENTS: tuple[str, ...] = ("kube-controller-manager", "kube-scheduler")
+
+_PORTS_OF: dict[str, tuple[str, ...]] = {
+    "etcd": ("etcd_client", "etcd_peer"),
+    "kube-apiserver": ("apiserver",),
+    "kube-controller-manager": ("controller_manager",),
+    "kube-scheduler": ("scheduler",),
+}
+
+
+class ClusterError(RuntimeError):
+    """The cluster could not be brought up; `logs` holds the tail of every component log."""
+
+    def __init__(self, message: str, *, logs: str) -> None:
+        super().__init__(message)
+        self.logs = logs
+
+    def __str__(self) -> str:
+        return f"{self.args[0]}\n\n{self.logs}"
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """How to reach a cluster that is up."""
+
+    directory: Path
+    kubeconfig: Path
+    server: str
+    bin_dir: Path
+
+
+@dataclass
+class LocalCluster:
+    """One cluster directory and the processes recorded in it."""
+
+    layout: ClusterLayout
+    cache: BinaryCache = field(default_factory=BinaryCache.default)
+    die_with_parent: bool = False
+
+    def __post_init__(self) -> None:
+        self.processes = ProcessTable(run_dir=self.layout.run_dir, log_dir=self.layout.log_dir)
+
+    @classmethod
+    def at(
+        cls, directory: Path, *, cache: BinaryCache | None = None, die_with_parent: bool = False
+    ) -> LocalCluster:
+        return cls(
+            layout=ClusterLayout(root=directory.resolve()),
+            cache=cache or BinaryCache.default(),
+            die_with_parent=die_with_parent,
+        )
+
+    # -- up -------------------------------------------------------------------------------
+
+    def up(self, *, api_only: bool, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> ClusterInfo:
+        """Start whatever is not running yet and wait until the cluster answers."""
+        if not api_only:
+            raise NotImplementedError("the full cluster (kubelet, containerd) is not ready yet")
+        for name in versions.KUBERNETES_COMMANDS:
+            self.cache.binary(name)
+        etcd = binaries.ensure_etcd()
+        state = load_or_create_state(self.layout)
+        plan = components.ControlPlanePlan(
+            layout=self.layout,
+            state=state,
+            bin_dir=self.cache.bin_dir,
+            etcd=etcd,
+            api_only=api_only,
+        )
+        pki = Pki(root=self.layout.pki_dir)
+        ensure_pki(pki, node_name=state.node_name, node_ip=state.node_ip)
+        for client in COMPONENT_CLIENTS:
+            write_kubeconfig(
+                self.layout.component_kubeconfig(client),
+                server=plan.apiserver_url,
+                ca_cert=pki.ca.cert,
+                client=pki.pair(client),
+            )
+        admin = pki.pair("admin")
+
+        def apiserver_ok(path: str) -> Callable[[], bool]:
+            return lambda: probes.answers_ok(f"{plan.apiserver_url}{path}", ca=pki.ca, client=admin)
+
+        steps: list[tuple[ProcessSpec, Callable[[], bool]]] = [
+            (components.etcd(plan), lambda: probes.etcd_healthy(plan.etcd_url)),
+            (components.kube_apiserver(plan), apiserver_ok("/readyz")),
+            (
+                components.kube_controller_manager(plan),
+                lambda: probes.answers_ok(components.healthz_url(plan, "kube-controller-manager")),
+            ),
+        ]
+        started: list[str] = []
+        for spec, ready in steps:
+            self._ensure_running(spec, ready=ready, state=state, timeout=timeout, started=started)
+        self._wait(
+            apiserver_ok("/api/v1/namespaces/default/serviceaccounts/default"),
+            what="the controller-manager to create the default ServiceAccount",
+            components=[spec.name for spec, _ in steps],
+            timeout=timeout,
+        )
+        write_kubeconfig(
+            self.layout.admin_kubeconfig,
+            server=plan.apiserver_url,
+            ca_cert=pki.ca.cert,
+            client=admin,
+        )
+        return self.info(server=plan.apiserver_url)
+
+    def info(self, *, server: str) -> ClusterInfo:
+        return ClusterInfo(
+            directory=self.layout.root,
+            kubeconfig=self.layout.admin_kubeconfig,
+            server=server,
+            bin_dir=self.cache.bin_dir,
+        )
+
+    def _ensure_running(
+        self,
+        spec: ProcessSpec,
+        *,
+        ready: Callable[[], bool],
+        state: ClusterState,
+        timeout: float,
+        started: list[str],
+    ) -> None:
+        current = self.processes.running(spec.name)
+        if current is not None and current.argv != tuple(spec.argv):
+            # Flags changed (another mode, a new version): restart with the new ones.
+            self.processes.stop(spec.name)
+            current = None
+        if current is None:
+            self._check_ports_free(spec.name, state=state)
+            self.processes.start(spec, die_with_parent=self.die_with_parent)
+            started.append(spec.name)
+        self._wait(ready, what=f"{spec.name} to be ready", components=[spec.name], timeout=timeout)
+
+    def _check_ports_free(self, name: str, *, state: ClusterState) -> None:
+        for port_name in _PORTS_OF.get(name, ()):
+            port = state.ports[port_name]
+            if not network.port_is_free(port):
+                raise ClusterError(
+                    f"{name} cannot start: port {port} ({port_name}) is already in use; "
+                    f"stop whatever holds it or remove {self.layout.state_file} to pick new ports",
+                    logs=self.logs(),
+                )
+
+    def _wait(
+        self, check: Callable[[], bool], *, what: str, components: list[str], timeout: float
+    ) -> None:
+        try:
+            network.wait_until(
+                check,
+                timeout=timeout,
+                what=what,
+                abort=lambda: self.processes.dead_component(components),
+            )
+        except TimeoutError as exc:
+            raise ClusterError(str(exc), logs=self.logs()) from exc
+
+    # -- inspection -------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Running | None]:
+        """Every known component and its live process, if any."""
+        names = list(dict.fromkeys([*ALL_COMPONENTS, *self.processes.recorded_names()]))
+        return {name: self.processes.running(name) for name in names}
+
+    def dead(self) -> list[str]:
+        """Components that were started here and have died since."""
+        return [
+            name for name in self.processes.recorded_names() if self.processes.running(name) is None
+        ]
+
+    def logs(self, *, lines: int = 40) -> str:
+        """The tail of every component log, for failure reports."""
+        parts = []
+        for name in dict.fromkeys([*ALL_COMPONENTS, *self.processes.recorded_names()]):
+            if self.processes.log_file(name).exists():
+                parts.append(f"----- {self.processes.log_file(name)} (last {lines} lines) -----")
+                parts.append(self.processes.tail(name, lines=lines))
+        return "\n".join(parts) if parts else f"(no component logs in {self.layout.log_dir})"
+
+    # -- down -----------------------------------------------------------------------------
+
+    def down(self, *, purge: bool = False) -> list[str]:
+        """Stop every recorded component, last started first; return the names stopped."""
+        recorded = self.processes.recorded_names()
+        order = [n for n in reversed(ALL_COMPONENTS) if n in recorded]
+        order += [n for n in recorded if n not in order]
+        stopped = [name for name in order if self.processes.stop(name)]
+        if purge and self.layout.root.exists():
+            shutil.rmtree(self.layout.root)
+        return stopped
