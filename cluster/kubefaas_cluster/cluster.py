@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubefaas_cluster import binaries, components, network, probes, versions
-from kubefaas_cluster.binaries import BinaryCache
+from kubefaas_cluster import binaries, components, host, images, network, node, probes, versions
+from kubefaas_cluster.binaries import BinaryCache, BuildError
 from kubefaas_cluster.certs import Pki, ensure_pki
 from kubefaas_cluster.kubeconfigs import write_kubeconfig
 from kubefaas_cluster.layout import ClusterLayout, ClusterState, load_or_create_state
@@ -23,17 +23,35 @@ from kubefaas_cluster.processes import ProcessSpec, ProcessTable, Running
 
 API_COMPONENTS: tuple[str, ...] = ("etcd", "kube-apiserver", "kube-controller-manager")
 # Start order of the full cluster; `down` walks it backwards.
-ALL_COMPONENTS: tuple[str, ...] = (*API_COMPONENTS, "kube-scheduler")
+ALL_COMPONENTS: tuple[str, ...] = (
+    *API_COMPONENTS,
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
+)
 DEFAULT_TIMEOUT_SECONDS = 120.0
 # Component kubeconfigs, named after the client certificate each one uses.
 COMPONENT_CLIENTS: tuple[str, ...] = ("kube-controller-manager", "kube-scheduler")
+NODE_CLIENTS: tuple[str, ...] = ("kubelet", "kube-proxy")
 
 _PORTS_OF: dict[str, tuple[str, ...]] = {
     "etcd": ("etcd_client", "etcd_peer"),
     "kube-apiserver": ("apiserver",),
     "kube-controller-manager": ("controller_manager",),
     "kube-scheduler": ("scheduler",),
+    "kubelet": ("kubelet", "kubelet_healthz"),
+    "kube-proxy": ("proxy_healthz", "proxy_metrics"),
 }
+
+
+@dataclass(frozen=True)
+class Step:
+    """Start one component, wait for `ready`, then run `after_ready` (an image import)."""
+
+    spec: ProcessSpec
+    ready: Callable[[], bool]
+    after_ready: Callable[[], None] | None = None
 
 
 class ClusterError(RuntimeError):
@@ -82,10 +100,10 @@ class LocalCluster:
 
     def up(self, *, api_only: bool, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> ClusterInfo:
         """Start whatever is not running yet and wait until the cluster answers."""
-        if not api_only:
-            raise NotImplementedError("the full cluster (kubelet, containerd) is not ready yet")
         for name in versions.KUBERNETES_COMMANDS:
             self.cache.binary(name)
+        if not api_only:
+            host.require_root()
         etcd = binaries.ensure_etcd()
         state = load_or_create_state(self.layout)
         plan = components.ControlPlanePlan(
@@ -97,7 +115,7 @@ class LocalCluster:
         )
         pki = Pki(root=self.layout.pki_dir)
         ensure_pki(pki, node_name=state.node_name, node_ip=state.node_ip)
-        for client in COMPONENT_CLIENTS:
+        for client in COMPONENT_CLIENTS if api_only else (*COMPONENT_CLIENTS, *NODE_CLIENTS):
             write_kubeconfig(
                 self.layout.component_kubeconfig(client),
                 server=plan.apiserver_url,
@@ -106,24 +124,35 @@ class LocalCluster:
             )
         admin = pki.pair("admin")
 
-        def apiserver_ok(path: str) -> Callable[[], bool]:
+        def api_ok(path: str) -> Callable[[], bool]:
             return lambda: probes.answers_ok(f"{plan.apiserver_url}{path}", ca=pki.ca, client=admin)
 
-        steps: list[tuple[ProcessSpec, Callable[[], bool]]] = [
-            (components.etcd(plan), lambda: probes.etcd_healthy(plan.etcd_url)),
-            (components.kube_apiserver(plan), apiserver_ok("/readyz")),
-            (
+        steps = [
+            Step(components.etcd(plan), lambda: probes.etcd_healthy(plan.etcd_url)),
+            Step(components.kube_apiserver(plan), api_ok("/readyz")),
+            Step(
                 components.kube_controller_manager(plan),
                 lambda: probes.answers_ok(components.healthz_url(plan, "kube-controller-manager")),
             ),
         ]
-        started: list[str] = []
-        for spec, ready in steps:
-            self._ensure_running(spec, ready=ready, state=state, timeout=timeout, started=started)
+        if not api_only:
+            steps += self._node_steps(plan, pki=pki)
+        for step in steps:
+            self._ensure_running(step, state=state, timeout=timeout)
+        names = [step.spec.name for step in steps]
+        if not api_only:
+            self._wait(
+                lambda: probes.node_ready(
+                    f"{plan.apiserver_url}/api/v1/nodes/{state.node_name}", ca=pki.ca, client=admin
+                ),
+                what=f"node {state.node_name} to be Ready",
+                components=names,
+                timeout=timeout,
+            )
         self._wait(
-            apiserver_ok("/api/v1/namespaces/default/serviceaccounts/default"),
+            api_ok("/api/v1/namespaces/default/serviceaccounts/default"),
             what="the controller-manager to create the default ServiceAccount",
-            components=[spec.name for spec, _ in steps],
+            components=names,
             timeout=timeout,
         )
         write_kubeconfig(
@@ -134,6 +163,74 @@ class LocalCluster:
         )
         return self.info(server=plan.apiserver_url)
 
+    def _node_steps(self, plan: components.ControlPlanePlan, *, pki: Pki) -> list[Step]:
+        """Prepare the host and the node's files; the steps that start scheduler and node."""
+        commands = host.ensure_node_commands()
+        paths = self.node_paths
+        host.check_free_disk(paths.var_dir, self.layout.root)
+        host.set_sysctls()
+        self._claim_node()
+        archive = images.pause_archive()
+        for directory in (paths.containerd_state, paths.cni_conf_dir, paths.cni_ipam_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        files = {
+            paths.containerd_config: node.containerd_config(paths),
+            paths.cni_conf_dir / "10-kubefaas.conflist": node.cni_conflist(paths),
+            paths.kubelet_config: node.kubelet_config(plan, paths),
+            paths.kube_proxy_config: node.kube_proxy_config(plan),
+        }
+        for path, text in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        ctr, socket_path = commands["ctr"], paths.containerd_socket
+
+        def containerd_ready() -> bool:
+            return socket_path.exists() and images.containerd_answers(ctr=ctr, address=socket_path)
+
+        def import_pause() -> None:
+            images.import_archive(archive, ctr=ctr, address=socket_path)
+
+        def healthz(port_name: str) -> Callable[[], bool]:
+            url = f"http://{network.LOOPBACK}:{plan.state.ports[port_name]}/healthz"
+            return lambda: probes.answers_ok(url)
+
+        return [
+            Step(
+                components.kube_scheduler(plan),
+                lambda: probes.answers_ok(components.healthz_url(plan, "kube-scheduler")),
+            ),
+            Step(
+                node.containerd(paths, binary=commands["containerd"]),
+                containerd_ready,
+                import_pause,
+            ),
+            Step(node.kubelet(plan, paths), healthz("kubelet_healthz")),
+            Step(node.kube_proxy(plan, paths), healthz("proxy_healthz")),
+        ]
+
+    @property
+    def node_paths(self) -> node.NodePaths:
+        return node.NodePaths(config_dir=self.layout.node_dir)
+
+    def _claim_node(self) -> None:
+        """Refuse to run a second node on this machine; iptables and cni0 are shared."""
+        owner_file = self.node_paths.run_dir / "owner"
+        mine = str(self.layout.root)
+        if owner_file.is_file():
+            owner = owner_file.read_text(encoding="utf-8").strip()
+            if owner != mine:
+                other = ProcessTable(
+                    run_dir=Path(owner) / "run", log_dir=Path(owner) / "logs"
+                ).running("containerd")
+                if other is not None:
+                    raise ClusterError(
+                        f"a full cluster from {owner} already runs on this machine; "
+                        f"stop it first (python -m kubefaas_cluster --dir {owner} down)",
+                        logs="",
+                    )
+        owner_file.parent.mkdir(parents=True, exist_ok=True)
+        owner_file.write_text(mine + "\n", encoding="utf-8")
+
     def info(self, *, server: str) -> ClusterInfo:
         return ClusterInfo(
             directory=self.layout.root,
@@ -142,15 +239,8 @@ class LocalCluster:
             bin_dir=self.cache.bin_dir,
         )
 
-    def _ensure_running(
-        self,
-        spec: ProcessSpec,
-        *,
-        ready: Callable[[], bool],
-        state: ClusterState,
-        timeout: float,
-        started: list[str],
-    ) -> None:
+    def _ensure_running(self, step: Step, *, state: ClusterState, timeout: float) -> None:
+        spec = step.spec
         current = self.processes.running(spec.name)
         if current is not None and current.argv != tuple(spec.argv):
             # Flags changed (another mode, a new version): restart with the new ones.
@@ -159,8 +249,14 @@ class LocalCluster:
         if current is None:
             self._check_ports_free(spec.name, state=state)
             self.processes.start(spec, die_with_parent=self.die_with_parent)
-            started.append(spec.name)
-        self._wait(ready, what=f"{spec.name} to be ready", components=[spec.name], timeout=timeout)
+        self._wait(
+            step.ready, what=f"{spec.name} to be ready", components=[spec.name], timeout=timeout
+        )
+        if step.after_ready is not None:
+            try:
+                step.after_ready()
+            except (OSError, BuildError) as exc:
+                raise ClusterError(f"after starting {spec.name}: {exc}", logs=self.logs()) from exc
 
     def _check_ports_free(self, name: str, *, state: ClusterState) -> None:
         for port_name in _PORTS_OF.get(name, ()):
@@ -210,11 +306,24 @@ class LocalCluster:
     # -- down -----------------------------------------------------------------------------
 
     def down(self, *, purge: bool = False) -> list[str]:
-        """Stop every recorded component, last started first; return the names stopped."""
+        """Stop every recorded component, last started first; return the names stopped.
+
+        Containers are stopped after the kubelet (so it cannot restart them) and before
+        containerd; shims of our containerd that outlive it are killed.
+        """
         recorded = self.processes.recorded_names()
         order = [n for n in reversed(ALL_COMPONENTS) if n in recorded]
         order += [n for n in recorded if n not in order]
-        stopped = [name for name in order if self.processes.stop(name)]
+        stopped = []
+        for name in order:
+            if name == "containerd" and self.processes.running(name) is not None:
+                ctr = shutil.which("ctr")
+                if ctr is not None:
+                    host.stop_containers(ctr=Path(ctr), address=self.node_paths.containerd_socket)
+            if self.processes.stop(name):
+                stopped.append(name)
+            if name == "containerd":
+                host.kill_shims(self.node_paths.containerd_socket)
         if purge and self.layout.root.exists():
             shutil.rmtree(self.layout.root)
         return stopped

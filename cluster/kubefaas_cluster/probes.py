@@ -7,6 +7,7 @@ health endpoints are read without verifying the server (they hold no secrets).
 
 from __future__ import annotations
 
+import json
 import ssl
 import urllib.error
 import urllib.request
@@ -55,3 +56,12 @@ def etcd_healthy(url: str) -> bool:
     """etcd's /health says ``{"health":"true"}`` once it has a leader."""
     result = get(f"{url}/health")
     return result is not None and result[0] == 200 and '"true"' in result[1]
+
+
+def node_ready(url: str, *, ca: KeyPair, client: KeyPair) -> bool:
+    """True when the Node object at `url` has condition Ready=True."""
+    result = get(url, ca=ca, client=client)
+    if result is None or result[0] != 200:
+        return False
+    conditions = json.loads(result[1]).get("status", {}).get("conditions", [])
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)

@@ -36,6 +36,7 @@ class ProcessSpec:
 
     name: str
     argv: Sequence[str]
+    # Added to (and overriding) the starting process's environment.
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
 
@@ -133,7 +134,7 @@ class ProcessTable:
                 stdin=subprocess.DEVNULL,
                 stdout=handle,
                 stderr=subprocess.STDOUT,
-                env=dict(spec.env) if spec.env is not None else None,
+                env={**os.environ, **spec.env} if spec.env is not None else None,
                 cwd=spec.cwd,
                 start_new_session=True,
                 preexec_fn=_die_with_parent if die_with_parent else None,
@@ -167,9 +168,17 @@ class ProcessTable:
         return True
 
     def _wait_gone(self, name: str, pid: int, *, timeout: float) -> bool:
+        child = self._children.get(name)
+        if child is not None and child.pid == pid:
+            # Our own child: wait() reaps it, so no zombie or ResourceWarning is left.
+            try:
+                child.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            del self._children[name]
+            return True
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._reap(name)
             if not is_alive(pid):
                 return True
             time.sleep(0.1)

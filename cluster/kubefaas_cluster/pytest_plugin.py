@@ -108,10 +108,13 @@ def private_kube_api(*, timeout: float = START_TIMEOUT_SECONDS) -> Iterator[Kube
         info = cluster.up(api_only=True, timeout=timeout)
     except (ClusterError, MissingBinary, BuildError) as exc:
         cluster.down()
-        raise ClusterError(
-            f"the API-server tier could not start (state kept in {directory})",
-            logs=exc.logs if isinstance(exc, ClusterError) else str(exc),
-        ) from exc
+        if isinstance(exc, ClusterError):
+            where, logs = f"logs kept in {cluster.layout.log_dir}", exc.logs
+        else:
+            # Nothing ran, so there is nothing to look at in the directory.
+            shutil.rmtree(directory, ignore_errors=True)
+            where, logs = "nothing was started", str(exc)
+        raise ClusterError(f"the API-server tier could not start ({where})", logs=logs) from exc
     except BaseException:
         cluster.down()
         raise
