@@ -1,0 +1,126 @@
+"""`create_app(settings, backend, registry)`: the one place the gateway is put together.
+
+Construction builds the pure parts (tracker, metrics, routes); the lifespan builds what
+needs the event loop, in order: the pooled upstream session, the backend, the invoker,
+then the background tasks; shutdown reverses it, so no instance outlives the app.
+
+Extension seams:
+- `ROUTERS`: FastAPI routers to include (async invoke and admin routers go here);
+- `BACKGROUND_TASKS`: coroutine factories `(state) -> Awaitable[None]` started with the
+  app and cancelled at shutdown (async queue workers, the autoscaler's loop);
+- the raw invoke route sits in front of FastAPI's routing as `InvokeRoute` middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import APIRouter, FastAPI
+
+from kubefaas_gateway import proxy
+from kubefaas_gateway.backends.base import Backend
+from kubefaas_gateway.idle import IdleReaper
+from kubefaas_gateway.invoke import Invoker
+from kubefaas_gateway.metrics import Metrics
+from kubefaas_gateway.registry import FunctionRegistry
+from kubefaas_gateway.routers import health, metrics, stats
+from kubefaas_gateway.routers.invoke import InvokeRoute
+from kubefaas_gateway.settings import Settings
+from kubefaas_gateway.state import GatewayState
+from kubefaas_gateway.tracker import Tracker
+
+log = logging.getLogger("kubefaas.gateway")
+
+BackgroundTask = Callable[[GatewayState], Awaitable[None]]
+
+ROUTERS: tuple[APIRouter, ...] = (health.router, metrics.router, stats.router)
+
+
+def _idle_reaper(state: GatewayState) -> Awaitable[None]:
+    return IdleReaper(
+        registry=state.registry,
+        tracker=state.tracker,
+        backend=state.backend,
+        interval=state.settings.idle_check_interval_seconds,
+    ).run()
+
+
+BACKGROUND_TASKS: tuple[BackgroundTask, ...] = (_idle_reaper,)
+
+
+def create_app(
+    settings: Settings,
+    backend: Backend,
+    registry: FunctionRegistry,
+    *,
+    tracker: Tracker | None = None,
+    background: tuple[BackgroundTask, ...] = BACKGROUND_TASKS,
+) -> FastAPI:
+    """The gateway app over `backend`, serving the functions in `registry`.
+
+    `tracker` lets a test drive the clock; `background` replaces the default background
+    tasks (tests that must not scale anything pass `()`).
+    """
+    tracker = tracker if tracker is not None else Tracker()
+    state = GatewayState(
+        settings=settings,
+        registry=registry,
+        backend=backend,
+        tracker=tracker,
+        metrics=Metrics(functions=lambda: registry, tracker=tracker, backend=backend),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.session = proxy.create_session(settings)
+        try:
+            await backend.start(tracker=tracker)
+            try:
+                state.invoker = Invoker(
+                    backend=backend,
+                    tracker=tracker,
+                    metrics=state.metrics,
+                    session=state.session,
+                    settings=settings,
+                )
+                loop = asyncio.get_running_loop()
+                state.tasks = [loop.create_task(_supervised(task, state)) for task in background]
+                state.ready = True
+                yield
+            finally:
+                state.ready = False
+                for task in state.tasks:
+                    task.cancel()
+                await asyncio.gather(*state.tasks, return_exceptions=True)
+                state.tasks = []
+                state.invoker = None
+                await backend.stop()
+        finally:
+            await state.session.close()
+            state.session = None
+
+    app = FastAPI(
+        title="kubefaas gateway",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.gateway = state
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(InvokeRoute, state=state)
+    return app
+
+
+async def _supervised(task: BackgroundTask, state: GatewayState) -> None:
+    """Run a background task; a crash is logged, never silently lost."""
+    try:
+        await task(state)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("background task %s stopped", getattr(task, "__name__", task))

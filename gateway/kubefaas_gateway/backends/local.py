@@ -1,0 +1,506 @@
+"""Function instances as local runtime processes: `kubefaas local`, no cluster.
+
+Each instance is `python -m kubefaas_runtime` (the same runtime the pods run) listening on
+a free loopback port, with the function's code written under
+`<state_dir>/local/code/<namespace>/<name>/` and a private scratch folder
+`<state_dir>/local/instances/<namespace>.<name>.<id>/` as its TMPDIR, removed with it.
+
+No instance may outlive the gateway. Each one runs in its own session (process group), so
+stopping it reaches anything its handler spawned, and asks the kernel to SIGKILL it when
+the gateway dies (`prctl(PR_SET_PDEATHSIG)`), which covers a gateway that is itself
+SIGKILLed and never runs its shutdown. Scratch folders left by such a crash are removed at
+the next start.
+
+A starting instance is probed on `/healthz` directly (the runtime answers 200 only after
+the handler's import finished), so a cold start costs process start + init + one probe
+interval. An instance that exits on its own is noticed at once (its output is piped and
+its exit awaited), dropped from routing, and its last lines of output are logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from kubefaas.api import Function
+from kubefaas.quantity import mebibytes
+from kubefaas_gateway.backends.base import Acquired, Instance
+from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
+from kubefaas_gateway.settings import Settings
+from kubefaas_gateway.tracker import Tracker
+
+log = logging.getLogger("kubefaas.gateway.local")
+function_log = logging.getLogger("kubefaas.function")
+
+LOOPBACK = "127.0.0.1"
+# Lines of an instance's output kept to explain why it died.
+OUTPUT_TAIL_LINES = 30
+PR_SET_PDEATHSIG = 1
+PROBE_TIMEOUT_SECONDS = 1.0
+# The local backend stops routing to an instance before signalling it, so the runtime
+# need not keep accepting connections after SIGTERM (its pod default covers endpoint
+# propagation, which has no local equivalent).
+LOCAL_DRAIN_GRACE_SECONDS = "0"
+
+ConfigMaps = Mapping[tuple[str, str], Mapping[str, str]]
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):  # not Linux: stop() still reaps every instance
+        return None
+    return prctl
+
+
+_PRCTL = _load_prctl()
+
+
+def _child_setup(gateway_pid: int) -> Callable[[], None]:
+    """What the child runs between fork and exec: own process group, die with the gateway."""
+
+    def setup() -> None:
+        os.setsid()
+        if _PRCTL is not None:
+            _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+        # The gateway died between fork and prctl: the signal will never come.
+        if os.getppid() != gateway_pid:
+            os._exit(1)
+
+    return setup
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+@dataclass(eq=False)
+class LocalInstance(Instance):
+    """An instance plus the process that serves it."""
+
+    tmp_dir: Path = Path()
+    process: asyncio.subprocess.Process | None = None
+    output_tail: collections.deque[str] = field(
+        default_factory=lambda: collections.deque(maxlen=OUTPUT_TAIL_LINES)
+    )
+    stopping: bool = False
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _Pool:
+    """The instances of one function."""
+
+    fn: Function
+    members: list[LocalInstance] = field(default_factory=list)  # starting and ready
+    ready: list[LocalInstance] = field(default_factory=list)
+    starting: set[asyncio.Task[LocalInstance]] = field(default_factory=set)
+    code_dir: Path | None = None
+
+
+class LocalBackend:
+    """Runs instances as child processes of the gateway (see the module docstring)."""
+
+    def __init__(self, *, settings: Settings, config_maps: ConfigMaps | None = None) -> None:
+        self._settings = settings
+        self._config_maps: ConfigMaps = config_maps or {}
+        root = settings.state_dir.resolve() / "local"
+        self._code_root = root / "code"
+        self._instances_root = root / "instances"
+        self._pools: dict[str, _Pool] = {}
+        self._tracker = Tracker()
+        self._probe_session: aiohttp.ClientSession | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, *, tracker: Tracker) -> None:
+        self._tracker = tracker
+        self._stopping = False
+        # Scratch folders of instances killed with a previous gateway.
+        shutil.rmtree(self._instances_root, ignore_errors=True)
+        self._instances_root.mkdir(parents=True, exist_ok=True)
+        self._code_root.mkdir(parents=True, exist_ok=True)
+        self._probe_session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True, use_dns_cache=False),
+            timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS),
+        )
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for pool in self._pools.values():
+            for start in pool.starting:
+                start.cancel()
+        members = [(pool, m) for pool in self._pools.values() for m in pool.members]
+        await asyncio.gather(
+            *(self._stop_instance(pool, m) for pool, m in members), return_exceptions=True
+        )
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._probe_session is not None:
+            await self._probe_session.close()
+            self._probe_session = None
+
+    # -- the invoke path -------------------------------------------------------------------
+
+    async def acquire(self, fn: Function, deadline: float) -> Acquired:
+        pool = self._pools.get(fn.key)
+        if pool is not None and pool.ready and pool.fn is fn:
+            return Acquired(self._least_loaded(pool.ready), False)
+        return await self._activate(self._pool(fn), deadline)
+
+    def _least_loaded(self, ready: list[LocalInstance]) -> LocalInstance:
+        if len(ready) == 1:
+            return ready[0]
+        inflight = self._tracker.instance_inflight
+        return min(ready, key=lambda instance: inflight(instance.id))
+
+    async def _activate(self, pool: _Pool, deadline: float) -> Acquired:
+        """Start an instance (unless one is starting) and wait for the first ready one."""
+        key = pool.fn.key
+        while True:
+            if pool.ready:
+                return Acquired(self._least_loaded(pool.ready), True)
+            if self._stopping:
+                raise NoCapacity("the gateway is shutting down")
+            if not pool.starting:
+                self._launch(pool)
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                raise InvocationTimeout(f"no instance of function {key} became ready in time")
+            done, _ = await asyncio.wait(
+                set(pool.starting), timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                raise InvocationTimeout(
+                    f"no instance of function {key} became ready within its timeout "
+                    f"({pool.fn.spec.timeout_seconds}s)"
+                )
+            if pool.ready:
+                continue
+            for task in done:
+                if task.cancelled():
+                    raise NoCapacity("the gateway is shutting down")
+                error = task.exception()
+                if error is not None:
+                    raise error if isinstance(error, NoCapacity) else NoCapacity(str(error))
+
+    def evict(self, instance: Instance) -> None:
+        pool = self._pools.get(instance.function_key)
+        if pool is None or not isinstance(instance, LocalInstance):
+            return
+        if instance in pool.members and not instance.stopping:
+            self._retire(pool, instance)
+            self._in_background(self._stop_instance(pool, instance))
+
+    # -- what the idle loop and the autoscaler use -----------------------------------------
+
+    def instances(self, fn: Function) -> list[Instance]:
+        pool = self._pools.get(fn.key)
+        return list(pool.members) if pool is not None else []
+
+    def ready_count(self, fn: Function) -> int:
+        pool = self._pools.get(fn.key)
+        return len(pool.ready) if pool is not None else 0
+
+    async def scale(self, fn: Function, replicas: int) -> None:
+        """Launch or stop instances to reach `replicas`; stopping waits for the exits.
+
+        Surplus instances leave routing at once (no await in between), least busy first;
+        each finishes its in-flight work on SIGTERM before it exits.
+        """
+        pool = self._pool(fn)
+        current = len(pool.ready) + len(pool.starting)
+        if replicas > current:
+            for _ in range(replicas - current):
+                self._launch(pool)
+            return
+        surplus = current - replicas
+        if surplus <= 0:
+            return
+        for task in list(pool.starting)[:surplus]:
+            task.cancel()
+            surplus -= 1
+        inflight = self._tracker.instance_inflight
+        victims = sorted(pool.ready, key=lambda instance: inflight(instance.id))[:surplus]
+        for victim in victims:
+            self._retire(pool, victim)
+        await asyncio.gather(*(self._stop_instance(pool, v) for v in victims))
+
+    # -- pools and code ----------------------------------------------------------------------
+
+    def _pool(self, fn: Function) -> _Pool:
+        pool = self._pools.get(fn.key)
+        if pool is None:
+            pool = self._pools[fn.key] = _Pool(fn=fn)
+        elif pool.fn is not fn:
+            if pool.fn.spec != fn.spec:
+                # Redefined: new instances run the new code; old ones drain and go.
+                for instance in list(pool.ready):
+                    self._retire(pool, instance)
+                    self._in_background(self._stop_instance(pool, instance))
+                pool.code_dir = None
+            pool.fn = fn
+        return pool
+
+    def _write_code(self, pool: _Pool) -> Path:
+        if pool.code_dir is not None:
+            return pool.code_dir
+        fn = pool.fn
+        code = fn.spec.code
+        if code is None:
+            raise NoCapacity(
+                f"function {fn.key} runs the image {fn.spec.image!r}; local mode runs "
+                "only functions with spec.runtime and spec.code"
+            )
+        files: Mapping[str, str]
+        if code.inline is not None:
+            files = code.inline
+        else:
+            assert code.config_map is not None  # the model allows exactly one
+            found = self._config_maps.get((fn.namespace, code.config_map.name))
+            if found is None:
+                raise NoCapacity(
+                    f"function {fn.key}: ConfigMap {fn.namespace}/{code.config_map.name} "
+                    "(spec.code.configMap.name) is not in the manifest folder"
+                )
+            files = found
+        target = self._code_root / fn.namespace / fn.name
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        for name, source in files.items():
+            if name in (".", "..") or "/" in name:
+                raise NoCapacity(f"function {fn.key}: {name!r} is not a valid code file name")
+            (target / name).write_text(source, encoding="utf-8")
+        pool.code_dir = target
+        return target
+
+    def _environment(self, fn: Function, *, port: int, code_dir: Path, tmp: Path) -> dict[str, str]:
+        """The runtime launch contract; the gateway's own KUBEFAAS_* settings (the admin
+        token among them) are not passed on, and user variables cannot override it."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEFAAS_")}
+        env.update({var.name: var.value for var in fn.spec.env})
+        env.update(
+            {
+                "PORT": str(port),
+                "HOST": LOOPBACK,
+                "KUBEFAAS_CODE_DIR": str(code_dir),
+                "KUBEFAAS_HANDLER": fn.spec.handler,
+                "KUBEFAAS_FUNCTION_NAME": fn.name,
+                "KUBEFAAS_FUNCTION_NAMESPACE": fn.namespace,
+                "KUBEFAAS_FUNCTION_VERSION": str(fn.metadata.generation or 1),
+                "KUBEFAAS_EVENT_FORMAT": fn.spec.event_format,
+                "KUBEFAAS_TIMEOUT_SECONDS": str(fn.spec.timeout_seconds),
+                "KUBEFAAS_MEMORY_MB": str(mebibytes(fn.spec.memory)),
+                "KUBEFAAS_DRAIN_GRACE_SECONDS": LOCAL_DRAIN_GRACE_SECONDS,
+                "TMPDIR": str(tmp),
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+        )
+        return env
+
+    # -- one instance's life -----------------------------------------------------------------
+
+    def _launch(self, pool: _Pool) -> None:
+        task = asyncio.get_running_loop().create_task(self._start_instance(pool))
+        pool.starting.add(task)
+
+        def started(done: asyncio.Task[LocalInstance]) -> None:
+            pool.starting.discard(done)
+            if not done.cancelled() and done.exception() is not None:
+                log.error("could not start an instance of %s: %s", pool.fn.key, done.exception())
+
+        task.add_done_callback(started)
+
+    async def _start_instance(self, pool: _Pool) -> LocalInstance:
+        fn = pool.fn
+        began = time.monotonic()
+        code_dir = self._write_code(pool)
+        port = _free_port()
+        instance = LocalInstance(
+            id=secrets.token_hex(4), function_key=fn.key, host=LOOPBACK, port=port
+        )
+        instance.tmp_dir = self._instances_root / f"{fn.namespace}.{fn.name}.{instance.id}"
+        instance.tmp_dir.mkdir(parents=True)
+        command = self._settings.runtime_command
+        try:
+            instance.process = await asyncio.create_subprocess_exec(
+                *command,
+                cwd=code_dir,
+                env=self._environment(fn, port=port, code_dir=code_dir, tmp=instance.tmp_dir),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                preexec_fn=_child_setup(os.getpid()),
+            )
+        except OSError as exc:
+            shutil.rmtree(instance.tmp_dir, ignore_errors=True)
+            raise NoCapacity(f"cannot run the runtime {command[0]!r}: {exc}") from exc
+        pool.members.append(instance)
+        pump = asyncio.get_running_loop().create_task(self._pump_output(instance))
+        instance.tasks = [pump]
+        instance.tasks.append(
+            asyncio.get_running_loop().create_task(self._watch(pool, instance, pump))
+        )
+        try:
+            await self._wait_healthy(instance, pump)
+        except BaseException:
+            instance.stopping = True
+            _signal_group(instance.process.pid, signal.SIGKILL)
+            raise
+        instance.ready = True
+        instance.ready_at = time.monotonic()
+        pool.ready.append(instance)
+        log.info(
+            "instance %s of %s ready on port %d after %.0f ms",
+            instance.id,
+            fn.key,
+            port,
+            (instance.ready_at - began) * 1000,
+        )
+        return instance
+
+    async def _wait_healthy(self, instance: LocalInstance, pump: asyncio.Task[None]) -> None:
+        assert instance.process is not None
+        assert self._probe_session is not None
+        url = f"{instance.base_url}/healthz"
+        give_up = time.monotonic() + self._settings.instance_start_timeout_seconds
+        interval = self._settings.instance_probe_interval_seconds
+        while True:
+            if instance.process.returncode is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(pump), PROBE_TIMEOUT_SECONDS)
+                last = instance.output_tail[-1] if instance.output_tail else "no output"
+                raise NoCapacity(
+                    f"the instance of {instance.function_key} exited with code "
+                    f"{instance.process.returncode} while starting: {last}"
+                )
+            try:
+                async with self._probe_session.get(url) as response:
+                    body = await response.read()
+                    if response.status == 200:
+                        if b"init-failed" in body:
+                            log.warning(
+                                "instance %s of %s: the handler failed to import; "
+                                "invocations will answer with its error",
+                                instance.id,
+                                instance.function_key,
+                            )
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            if time.monotonic() > give_up:
+                raise NoCapacity(
+                    f"the instance of {instance.function_key} did not pass its health check "
+                    f"within {self._settings.instance_start_timeout_seconds:g}s"
+                )
+            await asyncio.sleep(interval)
+
+    async def _pump_output(self, instance: LocalInstance) -> None:
+        """Relay the instance's output to the gateway log, keeping the last lines."""
+        assert instance.process is not None
+        assert instance.process.stdout is not None
+        stream = instance.process.stdout
+        prefix = f"[{instance.function_key} {instance.id}]"
+        pending = b""
+        while True:
+            chunk = await stream.read(65536)
+            if not chunk:
+                break
+            *lines, pending = (pending + chunk).split(b"\n")
+            for raw in lines:
+                line = raw.decode("utf-8", "replace").rstrip("\r")
+                instance.output_tail.append(line)
+                function_log.info("%s %s", prefix, line)
+        if pending:
+            line = pending.decode("utf-8", "replace")
+            instance.output_tail.append(line)
+            function_log.info("%s %s", prefix, line)
+
+    async def _watch(self, pool: _Pool, instance: LocalInstance, pump: asyncio.Task[None]) -> None:
+        """Wait for the process to exit, however that happens, and clean up after it."""
+        assert instance.process is not None
+        try:
+            code = await instance.process.wait()
+            # Whatever the handler left running in the instance's process group goes too.
+            _signal_group(instance.process.pid, signal.SIGKILL)
+            unexpected = not instance.stopping
+            self._retire(pool, instance)
+            with contextlib.suppress(ValueError):
+                pool.members.remove(instance)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(pump), PROBE_TIMEOUT_SECONDS)
+            if unexpected:
+                log.warning(
+                    "instance %s of %s exited with code %s; its last output:\n%s",
+                    instance.id,
+                    instance.function_key,
+                    code,
+                    "\n".join(instance.output_tail) or "(none)",
+                )
+            await asyncio.to_thread(shutil.rmtree, instance.tmp_dir, True)
+        finally:
+            instance.exited.set()
+
+    def _retire(self, pool: _Pool, instance: LocalInstance) -> None:
+        """Stop routing to `instance` now (synchronously: no request can pick it after)."""
+        instance.stopping = True
+        instance.ready = False
+        with contextlib.suppress(ValueError):
+            pool.ready.remove(instance)
+
+    async def _stop_instance(self, pool: _Pool, instance: LocalInstance) -> None:
+        """SIGTERM the instance's group, SIGKILL it after the grace, wait for cleanup."""
+        self._retire(pool, instance)
+        process = instance.process
+        if process is None:
+            return
+        if process.returncode is None:
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(
+                    asyncio.shield(instance.exited.wait()),
+                    self._settings.instance_stop_grace_seconds,
+                )
+            except TimeoutError:
+                log.warning(
+                    "instance %s of %s ignored SIGTERM for %gs; killing it",
+                    instance.id,
+                    instance.function_key,
+                    self._settings.instance_stop_grace_seconds,
+                )
+                _signal_group(process.pid, signal.SIGKILL)
+        await instance.exited.wait()
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

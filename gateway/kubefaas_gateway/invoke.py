@@ -1,0 +1,277 @@
+"""The invoke core: one invocation of one function, sync or async.
+
+`Invoker.invoke(fn, request)` is shared by the sync route and the async queue workers, so
+activation from zero, concurrency tracking, throttling, error mapping and metrics behave
+the same for both. It raises the sentinel errors of `errors.py` and returns the runtime's
+answer otherwise:
+
+- runtime `X-Function-Error` (handler raised) or a 5xx from a JSON-event function
+  -> `FunctionFailed` (502) carrying the runtime's errorType/errorMessage/stackTrace;
+- runtime 504 / `X-Function-Error: Timeout`, or no answer by the deadline -> 504;
+- connection refused -> the instance is evicted and the call tried once more; connection
+  lost after sending (the instance died) -> 502;
+- any other status passes through: an `eventFormat: http` handler chooses its own 4xx/5xx.
+
+One deadline bounds the whole invocation, cold start included (DESIGN §6: the request is
+held until an instance is ready, bounded by the function timeout); the runtime receives it
+as `X-Deadline-Ms` and the gateway waits `deadline_grace_seconds` past it for the
+runtime's own 504 before giving up itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+import aiohttp
+
+from kubefaas.api import Function
+from kubefaas_gateway import proxy
+from kubefaas_gateway.backends.base import Backend
+from kubefaas_gateway.errors import FunctionFailed, InvocationError, InvocationTimeout, Throttled
+from kubefaas_gateway.metrics import Metrics
+from kubefaas_gateway.settings import Settings
+from kubefaas_gateway.tracker import Tracker
+
+log = logging.getLogger("kubefaas.gateway")
+
+InvocationType = Literal["sync", "async"]
+
+# Connection refused on a pooled instance means it just went away: one more try finds
+# another instance (or starts one) before the caller sees an error.
+MAX_CONNECT_ATTEMPTS = 2
+# How much of a non-JSON error body a 502 repeats to the caller.
+ERROR_BODY_EXCERPT = 1000
+
+
+def new_invocation_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(slots=True)
+class InvocationRequest:
+    """What to send to the function. `path` and `query` stay percent-encoded as received."""
+
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    invocation_id: str
+    deadline: float  # epoch seconds; the runtime gets it as X-Deadline-Ms
+    invocation_type: InvocationType = "sync"
+    attempt: int = 1
+
+    @classmethod
+    def event(
+        cls,
+        fn: Function,
+        body: bytes,
+        *,
+        invocation_id: str | None = None,
+        invocation_type: InvocationType = "async",
+        attempt: int = 1,
+        headers: list[tuple[str, str]] | None = None,
+        now: float | None = None,
+    ) -> InvocationRequest:
+        """A `POST /` with `body`, deadline one function timeout from `now`: how a queued
+        event is delivered."""
+        start = time.time() if now is None else now
+        return cls(
+            method="POST",
+            path="/",
+            query="",
+            headers=headers if headers is not None else [("content-type", "application/json")],
+            body=body,
+            invocation_id=invocation_id or new_invocation_id(),
+            deadline=start + fn.spec.timeout_seconds,
+            invocation_type=invocation_type,
+            attempt=attempt,
+        )
+
+
+@dataclass(slots=True)
+class InvocationResponse:
+    """The function's answer as the caller should see it."""
+
+    status: int
+    headers: list[tuple[bytes, bytes]]  # the runtime's, minus hop-by-hop and length
+    body: bytes
+    cold_start: bool
+    duration: float  # seconds from invoke() to the answer, cold start included
+    instance_id: str
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower().encode()
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value.decode("latin-1")
+        return None
+
+
+class Invoker:
+    """Runs invocations against a backend; one per gateway, created in the lifespan."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        tracker: Tracker,
+        metrics: Metrics,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+    ) -> None:
+        self._backend = backend
+        self._tracker = tracker
+        self._metrics = metrics
+        self._session = session
+        self._grace = settings.deadline_grace_seconds
+
+    async def invoke(self, fn: Function, request: InvocationRequest) -> InvocationResponse:
+        """Invoke `fn` once; raises an `InvocationError` subclass on every failure."""
+        started = time.perf_counter()
+        try:
+            response = await self._invoke(fn, request, started)
+        except InvocationError as error:
+            self._metrics.record(fn, error.status, request.invocation_type, _since(started))
+            raise
+        self._metrics.record(fn, response.status, request.invocation_type, response.duration)
+        return response
+
+    def record_rejected(self, fn: Function, status: int, invocation_type: InvocationType) -> None:
+        """Count a request refused before invoke() (e.g. 413), so metrics see every answer."""
+        self._metrics.record(fn, status, invocation_type, 0.0)
+
+    async def _invoke(
+        self, fn: Function, request: InvocationRequest, started: float
+    ) -> InvocationResponse:
+        key = fn.key
+        tracker = self._tracker
+        reserved = fn.spec.scaling.reserved_concurrency
+        if (
+            reserved is not None
+            and request.invocation_type == "sync"
+            and tracker.concurrency(key) >= reserved
+        ):
+            raise Throttled(f"function {key} is at its reserved concurrency ({reserved})")
+
+        cold_start = False
+        for attempt in range(1, MAX_CONNECT_ATTEMPTS + 1):
+            async with tracker.hold(key):
+                acquired = await self._backend.acquire(fn, request.deadline)
+            if acquired.cold_start:
+                cold_start = True
+                self._metrics.record_cold_start(fn, _since(started))
+            instance = acquired.instance
+            timeout = request.deadline - time.time()
+            if timeout <= 0:
+                raise InvocationTimeout(
+                    f"function {key} had no time left after waiting "
+                    f"{_since(started):.1f}s for an instance (timeout {fn.spec.timeout_seconds}s)"
+                )
+            headers = [
+                *request.headers,
+                ("X-Invocation-Id", request.invocation_id),
+                ("X-Deadline-Ms", str(int(request.deadline * 1000))),
+                ("X-Invocation-Type", request.invocation_type),
+                ("X-Attempt", str(request.attempt)),
+            ]
+            url = proxy.instance_url(instance.host, instance.port, request.path, request.query)
+            try:
+                async with tracker.track(key, instance.id):
+                    upstream = await proxy.forward(
+                        self._session,
+                        method=request.method,
+                        url=url,
+                        headers=headers,
+                        body=request.body,
+                        within=timeout + self._grace,
+                    )
+            except proxy.InstanceUnreachable as exc:
+                log.warning("instance %s of %s unreachable (%s); evicting", instance.id, key, exc)
+                self._backend.evict(instance)
+                if attempt < MAX_CONNECT_ATTEMPTS and time.time() < request.deadline:
+                    continue
+                raise FunctionFailed(
+                    f"function {key}: no instance could be reached ({exc})"
+                ) from None
+            except proxy.InstanceLost as exc:
+                raise FunctionFailed(
+                    f"function {key}: the instance closed the connection before answering "
+                    f"(it crashed or exited): {exc}",
+                    error_type="InstanceLost",
+                ) from None
+            except TimeoutError:
+                raise InvocationTimeout(
+                    f"function {key} did not answer within its timeout ({fn.spec.timeout_seconds}s)"
+                ) from None
+            return self._answer(fn, upstream, cold_start, instance.id, started)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _answer(
+        self,
+        fn: Function,
+        upstream: proxy.UpstreamResponse,
+        cold_start: bool,
+        instance_id: str,
+        started: float,
+    ) -> InvocationResponse:
+        status = upstream.status
+        function_error = _function_error(upstream.headers)
+        if function_error is not None:
+            if status == 504 or function_error.lower() == "timeout":
+                raise InvocationTimeout(
+                    f"function {fn.key} timed out after {fn.spec.timeout_seconds}s"
+                )
+            raise _failed(fn, upstream)
+        if status >= 500 and fn.spec.event_format == "json":
+            # A JSON-event runtime answers 200 or reports the error itself; anything else
+            # is a runtime fault. HTTP-event handlers choose their own statuses.
+            raise _failed(fn, upstream)
+        return InvocationResponse(
+            status=status,
+            headers=upstream.headers,
+            body=upstream.body,
+            cold_start=cold_start,
+            duration=_since(started),
+            instance_id=instance_id,
+        )
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
+
+
+def _function_error(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        if len(name) == 16 and name.lower() == b"x-function-error":
+            return value.decode("latin-1")
+    return None
+
+
+def _failed(fn: Function, upstream: proxy.UpstreamResponse) -> FunctionFailed:
+    """A FunctionFailed that repeats the runtime's own error report when it sent one."""
+    report: object = None
+    with contextlib.suppress(ValueError):
+        report = json.loads(upstream.body)
+    if isinstance(report, dict) and "errorType" in report:
+        error_type = str(report["errorType"])
+        error_message = str(report.get("errorMessage", ""))
+        trace = report.get("stackTrace")
+        stack = [str(line) for line in trace] if isinstance(trace, list) else None
+        return FunctionFailed(
+            f"function {fn.key} failed: {error_type}: {error_message}",
+            error_type=error_type,
+            error_message=error_message,
+            stack_trace=stack,
+        )
+    excerpt = upstream.body[:ERROR_BODY_EXCERPT].decode("utf-8", "replace")
+    return FunctionFailed(
+        f"function {fn.key} answered with status {upstream.status}",
+        error_message=excerpt or None,
+    )

@@ -1,0 +1,93 @@
+"""Every tunable of the gateway, in one documented place.
+
+Each field is read from the environment variable `KUBEFAAS_<FIELD NAME IN UPPER CASE>`
+(for example `KUBEFAAS_PORT`); the docstring under each field names it with its default.
+Numbers that belong to the Function API (body limits) come from `kubefaas.limits`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from kubefaas import limits
+
+DEFAULT_PORT = 8080
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_NAMESPACE = "default"
+
+
+def _default_runtime_command() -> list[str]:
+    return [sys.executable, "-m", "kubefaas_runtime"]
+
+
+class Settings(BaseSettings):
+    """Gateway settings; construct with keywords in tests, from the environment otherwise."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KUBEFAAS_", extra="ignore", frozen=True, use_attribute_docstrings=True
+    )
+
+    host: str = DEFAULT_HOST
+    """`KUBEFAAS_HOST`, default 127.0.0.1: address the gateway listens on."""
+
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    """`KUBEFAAS_PORT`, default 8080: port the gateway listens on (0 = any free port)."""
+
+    state_dir: Path = Path(".state")
+    """`KUBEFAAS_STATE_DIR`, default `.state`: local mode writes function code, instance
+    scratch directories (and later the async queue) under it."""
+
+    admin_token: SecretStr | None = None
+    """`KUBEFAAS_ADMIN_TOKEN`, default unset: bearer token for admin routes."""
+
+    default_namespace: str = DEFAULT_NAMESPACE
+    """`KUBEFAAS_DEFAULT_NAMESPACE`, default `default`: namespace of `/function/{name}`."""
+
+    sync_body_limit_bytes: int = Field(default=limits.SYNC_BODY_LIMIT_BYTES, ge=0)
+    """`KUBEFAAS_SYNC_BODY_LIMIT_BYTES`, default 6 MiB: larger sync requests get 413."""
+
+    async_body_limit_bytes: int = Field(default=limits.ASYNC_BODY_LIMIT_BYTES, ge=0)
+    """`KUBEFAAS_ASYNC_BODY_LIMIT_BYTES`, default 1 MiB: larger async requests get 413."""
+
+    deadline_grace_seconds: float = Field(default=1.0, ge=0)
+    """`KUBEFAAS_DEADLINE_GRACE_SECONDS`, default 1.0: how long past an invocation's
+    deadline the gateway still waits for the runtime's own 504 before it gives up."""
+
+    upstream_pool_size: int = Field(default=1024, ge=1)
+    """`KUBEFAAS_UPSTREAM_POOL_SIZE`, default 1024: most open connections to instances."""
+
+    upstream_keepalive_seconds: float = Field(default=4.0, gt=0)
+    """`KUBEFAAS_UPSTREAM_KEEPALIVE_SECONDS`, default 4.0: idle pooled connections to
+    instances are closed after this; below the runtime's own keep-alive (uvicorn's 5 s) so
+    the gateway never reuses a connection the runtime is closing."""
+
+    instance_start_timeout_seconds: float = Field(default=30.0, gt=0)
+    """`KUBEFAAS_INSTANCE_START_TIMEOUT_SECONDS`, default 30: a local instance that has not
+    passed its health check by then is killed and counted as a failed start."""
+
+    instance_probe_interval_seconds: float = Field(default=0.01, gt=0)
+    """`KUBEFAAS_INSTANCE_PROBE_INTERVAL_SECONDS`, default 0.01: how often a starting
+    instance's `/healthz` is probed; short, because it adds directly to cold starts."""
+
+    instance_stop_grace_seconds: float = Field(default=5.0, ge=0)
+    """`KUBEFAAS_INSTANCE_STOP_GRACE_SECONDS`, default 5: after SIGTERM an instance may
+    finish its in-flight work for this long before it is killed."""
+
+    idle_check_interval_seconds: float = Field(default=1.0, gt=0)
+    """`KUBEFAAS_IDLE_CHECK_INTERVAL_SECONDS`, default 1.0: how often local mode looks for
+    functions idle past `scaleToZeroAfterSeconds`."""
+
+    runtime_command: list[str] = Field(default_factory=_default_runtime_command)
+    """`KUBEFAAS_RUNTIME_COMMAND` (a JSON list), default `[<this python>, "-m",
+    "kubefaas_runtime"]`: how local mode starts one function instance."""
+
+    log_level: str = "info"
+    """`KUBEFAAS_LOG_LEVEL`, default `info`."""
+
+    shutdown_timeout_seconds: float = Field(default=10.0, ge=0)
+    """`KUBEFAAS_SHUTDOWN_TIMEOUT_SECONDS`, default 10: on SIGTERM, in-flight requests may
+    finish for this long before the gateway closes their connections."""

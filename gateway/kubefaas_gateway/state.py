@@ -1,0 +1,35 @@
+"""The gateway's shared objects, built once by `app.create_app` and kept on `app.state`.
+
+Routes reach them through the dependencies in `dependencies.py`; the raw invoke route
+holds the `GatewayState` itself. Objects that need a running event loop (the pooled HTTP
+session, the invoker using it, background tasks) are filled in by the app's lifespan and
+are None outside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from kubefaas_gateway.backends.base import Backend
+from kubefaas_gateway.invoke import Invoker
+from kubefaas_gateway.metrics import Metrics
+from kubefaas_gateway.registry import FunctionRegistry
+from kubefaas_gateway.settings import Settings
+from kubefaas_gateway.tracker import Tracker
+
+
+@dataclass(eq=False)
+class GatewayState:
+    settings: Settings
+    registry: FunctionRegistry
+    backend: Backend
+    tracker: Tracker
+    metrics: Metrics
+    # Set while the lifespan runs.
+    session: aiohttp.ClientSession | None = None
+    invoker: Invoker | None = None
+    ready: bool = False
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
