@@ -66,6 +66,15 @@ The ServiceAccount name of a component. Call with (dict "context" $ "component" 
 {{- end -}}
 {{- end -}}
 
+{{/* A label map as a label selector string: "a=1,b=2" (sorted by key). */}}
+{{- define "kubefaas.labelSelectorString" -}}
+{{- $pairs := list -}}
+{{- range $key, $value := . -}}
+{{- $pairs = append $pairs (printf "%s=%s" $key $value) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+
 {{/* "repository:tag" of an image value. */}}
 {{- define "kubefaas.image" -}}
 {{- printf "%s:%s" .repository (toString .tag) -}}
