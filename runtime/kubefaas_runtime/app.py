@@ -25,11 +25,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubefaas_runtime.config import EventFormat, Settings
@@ -48,6 +47,7 @@ from kubefaas_runtime.events import (
 from kubefaas_runtime.handler import HandlerInitError, LoadedHandler, load_handler
 from kubefaas_runtime.invoke import Invoker
 from kubefaas_runtime.logs import LOGGER_NAME, install_record_factory
+from kubefaas_runtime.threads import HandlerThreads
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -82,12 +82,10 @@ class RuntimeApp:
     ``close()``.
     """
 
-    def __init__(self, settings: Settings, *, executor: ThreadPoolExecutor | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         install_record_factory()
         self.settings = settings
-        self._executor = executor or ThreadPoolExecutor(
-            max_workers=settings.max_threads, thread_name_prefix="kubefaas-handler"
-        )
+        self._threads = HandlerThreads(max_threads=settings.max_threads)
         self._http_format = settings.event_format is EventFormat.HTTP
         self._to_reply = http_reply if self._http_format else json_reply
         self._timeout_ms = int(settings.timeout_seconds * 1000)
@@ -136,7 +134,9 @@ class RuntimeApp:
         if isinstance(outcome, HandlerInitError):
             self._fail_init(outcome, init_ms)
         else:
-            self._invoker = Invoker(outcome, executor=self._executor, to_reply=self._to_reply)
+            self._invoker = Invoker(
+                outcome, threads=self._threads, loop=loop, to_reply=self._to_reply
+            )
             self._health = _HEALTH_OK
             log.info(
                 "ready",
@@ -193,7 +193,7 @@ class RuntimeApp:
 
     def close(self) -> None:
         """Release the handler threads (without waiting for abandoned calls)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._threads.close()
 
     # --- ASGI ---------------------------------------------------------------------
 
@@ -229,7 +229,7 @@ class RuntimeApp:
                     attempt_header = value
             elif name == b"content-length":
                 content_length = _to_int(value, -1)
-        raw_id: bytes = request_id or uuid.uuid4().hex.encode("ascii")
+        raw_id: bytes = request_id or _new_request_id()
 
         if self._init_failure is not None:
             await _send(send, self._init_failure, raw_id, 0.0)
@@ -336,6 +336,15 @@ class RuntimeApp:
 
 class _BodyTooLarge(Exception):
     """The request body passed KUBEFAAS_MAX_BODY_BYTES while it was being read."""
+
+
+def _new_request_id() -> bytes:
+    # uuid.uuid4().hex, at a fifth of the cost: 16 random bytes with the version (4) and
+    # variant (RFC 4122) bits set.
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    return raw.hex().encode("ascii")
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:

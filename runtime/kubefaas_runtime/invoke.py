@@ -20,7 +20,6 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Executor
 from functools import partial
 from typing import Any
 
@@ -28,6 +27,7 @@ from kubefaas_runtime.context import Context
 from kubefaas_runtime.events import Reply, exception_reply, timeout_reply
 from kubefaas_runtime.handler import Handler, LoadedHandler
 from kubefaas_runtime.logs import LOGGER_NAME, REQUEST_ID
+from kubefaas_runtime.threads import HandlerThreads
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -67,7 +67,9 @@ def _wake(waiter: asyncio.Future[None], *_: object) -> None:
         waiter.set_result(None)
 
 
-async def _finished_within(future: asyncio.Future[Any], seconds: float) -> bool:
+async def _finished_within(
+    future: asyncio.Future[Any], seconds: float, loop: asyncio.AbstractEventLoop
+) -> bool:
     """Wait for ``future`` at most ``seconds`` without cancelling it.
 
     A leaner ``asyncio.wait({future}, timeout=...)``: one waiter future and one timer,
@@ -75,7 +77,6 @@ async def _finished_within(future: asyncio.Future[Any], seconds: float) -> bool:
     """
     if future.done():
         return True
-    loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
     timer = loop.call_later(seconds, _wake, waiter)
     wake = partial(_wake, waiter)
@@ -91,10 +92,18 @@ async def _finished_within(future: asyncio.Future[Any], seconds: float) -> bool:
 class Invoker:
     """Calls one loaded handler and turns its outcome into a ``Reply``."""
 
-    def __init__(self, handler: LoadedHandler, *, executor: Executor, to_reply: ToReply) -> None:
+    def __init__(
+        self,
+        handler: LoadedHandler,
+        *,
+        threads: HandlerThreads,
+        loop: asyncio.AbstractEventLoop,
+        to_reply: ToReply,
+    ) -> None:
         self._function = handler.function
         self._is_async = handler.is_async
-        self._executor = executor
+        self._threads = threads
+        self._loop = loop
         self._to_reply = to_reply
         self.abandoned = 0
         """Calls answered 504 whose handler is still running."""
@@ -109,9 +118,8 @@ class Invoker:
             except BaseException as exc:  # e.g. a wrong signature
                 return _failed(exc, context)
             return await self._run_async(awaitable, context, budget)
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, _call_sync, self._function, event, context)
-        if not await _finished_within(future, budget):
+        future = self._threads.submit(self._loop, _call_sync, self._function, event, context)
+        if not await _finished_within(future, budget, self._loop):
             self._abandon(future, context, budget)
             return timeout_reply(budget)
         try:
@@ -127,10 +135,10 @@ class Invoker:
     async def _run_async(self, awaitable: Awaitable[Any], context: Context, budget: float) -> Reply:
         token = REQUEST_ID.set(context.request_id)  # copied into the task's context
         try:
-            task = asyncio.get_running_loop().create_task(_call_async(awaitable))
+            task = self._loop.create_task(_call_async(awaitable))
         finally:
             REQUEST_ID.reset(token)
-        if not await _finished_within(task, budget):
+        if not await _finished_within(task, budget, self._loop):
             task.cancel()
             self._abandon(task, context, budget)
             return timeout_reply(budget)
