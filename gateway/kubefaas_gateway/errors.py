@@ -111,6 +111,33 @@ class InternalError(InvocationError):
     status = 500
 
 
+class BadRequest(InvocationError):
+    """A request the gateway cannot act on as sent (a bad header, query or cursor)."""
+
+    status = 400
+
+
+class InvocationNotFound(InvocationError):
+    """No async invocation (or dead letter) has that id, or its record expired."""
+
+    status = 404
+
+
+class Unauthorized(InvocationError):
+    """An admin route called without the admin bearer token, or with a wrong one."""
+
+    status = 401
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"www-authenticate", b'Bearer realm="kubefaas"')]
+
+
+class AdminDisabled(InvocationError):
+    """Admin routes are refused outright because no admin token is configured."""
+
+    status = 403
+
+
 def error_body(error: InvocationError, invocation_id: str) -> bytes:
     """The JSON body every gateway error carries."""
     payload: dict[str, Any] = {

@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from kubefaas import limits
+from kubefaas_gateway.queue.base import RECORD_TTL_DEFAULT_SECONDS
 
 DEFAULT_PORT = 8080
 DEFAULT_HOST = "127.0.0.1"
@@ -39,10 +40,11 @@ class Settings(BaseSettings):
 
     state_dir: Path = Path(".state")
     """`KUBEFAAS_STATE_DIR`, default `.state`: local mode writes function code, instance
-    scratch directories (and later the async queue) under it."""
+    scratch directories and the async queue (`async-queue.sqlite3`) under it."""
 
     admin_token: SecretStr | None = None
-    """`KUBEFAAS_ADMIN_TOKEN`, default unset: bearer token for admin routes."""
+    """`KUBEFAAS_ADMIN_TOKEN`, default unset: bearer token for admin routes
+    (`/system/dead-letters`); while unset those routes answer 403 saying how to set it."""
 
     default_namespace: str = DEFAULT_NAMESPACE
     """`KUBEFAAS_DEFAULT_NAMESPACE`, default `default`: namespace of `/function/{name}`."""
@@ -91,3 +93,58 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(default=10.0, ge=0)
     """`KUBEFAAS_SHUTDOWN_TIMEOUT_SECONDS`, default 10: on SIGTERM, in-flight requests may
     finish for this long before the gateway closes their connections."""
+
+    # -- async invocations (DESIGN §7) --------------------------------------------------
+
+    redis_url: str | None = None
+    """`KUBEFAAS_REDIS_URL`, default unset: keep the async queue in Redis Streams (several
+    gateway replicas) instead of the SQLite file `<state_dir>/async-queue.sqlite3`."""
+
+    redis_prefix: str = "kubefaas"
+    """`KUBEFAAS_REDIS_PREFIX`, default `kubefaas`: hash tag of every async queue key, so
+    several installations can share one Redis."""
+
+    async_record_ttl_seconds: float = Field(default=RECORD_TTL_DEFAULT_SECONDS, gt=0)
+    """`KUBEFAAS_ASYNC_RECORD_TTL_SECONDS`, default 86400: how long a finished async
+    invocation's record (status, attempts, result) stays readable. Dead letters are kept
+    until they are redriven or purged."""
+
+    async_concurrency_cap: int = Field(default=8, ge=1)
+    """`KUBEFAAS_ASYNC_CONCURRENCY_CAP`, default 8: most async invocations of one function
+    this gateway runs at once (also bounded by maxScale x targetConcurrency and
+    reservedConcurrency), so a flood of events cannot starve synchronous callers."""
+
+    async_lease_margin_seconds: float = Field(default=30.0, gt=0)
+    """`KUBEFAAS_ASYNC_LEASE_MARGIN_SECONDS`, default 30: an event's lease is the
+    function's timeoutSeconds + the deadline grace + this; when a gateway dies mid-attempt
+    the event is delivered again once the lease runs out."""
+
+    async_poll_interval_seconds: float = Field(default=0.5, gt=0)
+    """`KUBEFAAS_ASYNC_POLL_INTERVAL_SECONDS`, default 0.5: how often idle workers look for
+    due retries and for events enqueued by other gateway replicas (events enqueued here
+    wake them at once)."""
+
+    async_stats_interval_seconds: float = Field(default=5.0, gt=0)
+    """`KUBEFAAS_ASYNC_STATS_INTERVAL_SECONDS`, default 5: how often queue depth, oldest
+    event age and leases in flight are refreshed for `/metrics`."""
+
+    async_retry_base_seconds: float = Field(default=limits.ASYNC_RETRY_BASE_SECONDS, gt=0)
+    """`KUBEFAAS_ASYNC_RETRY_BASE_SECONDS`, default 60: first retry delay after a function
+    error, doubling (1 min, then 2 min); lower it to run retry tests in seconds."""
+
+    async_backoff_initial_seconds: float = Field(
+        default=limits.THROTTLE_BACKOFF_INITIAL_SECONDS, gt=0
+    )
+    """`KUBEFAAS_ASYNC_BACKOFF_INITIAL_SECONDS`, default 1: first retry delay after a
+    throttle or platform failure, doubling ..."""
+
+    async_backoff_max_seconds: float = Field(default=limits.THROTTLE_BACKOFF_MAX_SECONDS, gt=0)
+    """`KUBEFAAS_ASYNC_BACKOFF_MAX_SECONDS`, default 300: ... up to this."""
+
+    async_retry_jitter: float = Field(default=0.1, ge=0, lt=1)
+    """`KUBEFAAS_ASYNC_RETRY_JITTER`, default 0.1: up to this fraction of each retry delay is
+    shaved off at random, so events that failed together do not return together."""
+
+    callback_timeout_seconds: float = Field(default=10.0, gt=0)
+    """`KUBEFAAS_CALLBACK_TIMEOUT_SECONDS`, default 10: per try, for `X-Callback-Url` and URL
+    destinations (4 tries, then the failure is logged; the record is kept either way)."""

@@ -68,6 +68,8 @@ class AttemptError:
     type: str
     message: str
     status_code: int | None = None
+    # The function's own report when it sent one: errorType, errorMessage, stackTrace.
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +77,7 @@ class AttemptError:
             "type": self.type,
             "message": self.message,
             "statusCode": self.status_code,
+            **self.details,
         }
 
 

@@ -1,0 +1,177 @@
+"""`POST /async-function/{namespace}/{name}`, `POST /async-function/{name}`,
+`GET /invocations/{id}` (DESIGN §4, §7).
+
+An async invocation is answered `202 {"invocationId"}` with `Location: /invocations/{id}`
+only after the event is durably stored; anything refused (unknown function, body over the
+async limit, a bad `X-Callback-Url`) is refused before anything is stored. The body limit
+is checked against `Content-Length` first and again while the body streams in, so a
+chunked upload stops at the limit instead of being buffered whole.
+
+Stored with the event: the body, the query string and the request headers the function
+would see on a synchronous call, minus the caller's credentials (`Authorization`,
+`Cookie`): they were good for the door, and a queue on disk is no place to keep them.
+
+Errors use the gateway's JSON error body and status mapping (`errors.py`); `GatewayRoute`
+turns any `InvocationError` raised by a route or a dependency into that response.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.requests import ClientDisconnect
+
+from kubefaas_gateway.dependencies import StateDep
+from kubefaas_gateway.errors import (
+    BadRequest,
+    FunctionNotFound,
+    InvocationError,
+    InvocationNotFound,
+    NoCapacity,
+    PayloadTooLarge,
+    error_response,
+)
+from kubefaas_gateway.routers.invoke import forward_headers
+from kubefaas_gateway.state import GatewayState
+from kubefaas_gateway.workers import AsyncDelivery
+
+CALLBACK_HEADER = "x-callback-url"
+# Credentials checked at the door and never written to the queue, plus the callback URL
+# (kept in its own field).
+_NOT_STORED = frozenset({"authorization", "cookie", "proxy-authorization", CALLBACK_HEADER})
+
+
+class GatewayRoute(APIRoute):
+    """An APIRoute whose `InvocationError`s become the gateway's JSON error responses."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except InvocationError as error:
+                invocation_id = str(request.path_params.get("invocation_id", ""))
+                return error_json(error, invocation_id)
+
+        return handle
+
+
+def error_json(error: InvocationError, invocation_id: str = "") -> Response:
+    status, headers, body = error_response(error, invocation_id)
+    return Response(
+        content=body,
+        status_code=status,
+        headers={k.decode(): v.decode() for k, v in headers if k != b"content-length"},
+    )
+
+
+def get_delivery(state: StateDep, request: Request) -> AsyncDelivery:
+    delivery: AsyncDelivery | None = getattr(request.app.state, "async_delivery", None)
+    if delivery is None or not delivery.started or not state.ready:
+        raise NoCapacity("async delivery is not started")
+    return delivery
+
+
+DeliveryDep = Annotated[AsyncDelivery, Depends(get_delivery)]
+
+router = APIRouter(tags=["async"], route_class=GatewayRoute)
+
+
+@router.post("/async-function/{namespace}/{name}", status_code=202)
+async def invoke_async(
+    namespace: str,
+    name: str,
+    request: Request,
+    state: StateDep,
+    delivery: DeliveryDep,
+) -> Response:
+    """Queue an invocation of `namespace/name`; 202 once it is stored."""
+    return await _accept(f"{namespace}/{name}", request, state, delivery)
+
+
+@router.post("/async-function/{name}", status_code=202)
+async def invoke_async_default(
+    name: str,
+    request: Request,
+    state: StateDep,
+    delivery: DeliveryDep,
+) -> Response:
+    """Queue an invocation of `name` in the default namespace."""
+    return await _accept(f"{state.settings.default_namespace}/{name}", request, state, delivery)
+
+
+async def _accept(
+    key: str, request: Request, state: GatewayState, delivery: AsyncDelivery
+) -> Response:
+    invocation_id = str(uuid.uuid4())
+    fn = state.registry.get(key)
+    if fn is None:
+        return error_json(FunctionNotFound(f"function {key} not found"), invocation_id)
+    limit = state.settings.async_body_limit_bytes
+    try:
+        callback_url = _callback_url(request)
+        headers, length = forward_headers(request.scope)
+        if length > limit:
+            raise PayloadTooLarge(_too_large(limit))
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(_too_large(limit))
+            chunks.append(chunk)
+    except ClientDisconnect:
+        return Response(status_code=499)  # nobody is listening; nothing was stored
+    except InvocationError as error:
+        if state.invoker is not None:
+            state.invoker.record_rejected(fn, error.status, "async")
+        return error_json(error, invocation_id)
+    stored = {name.lower(): value for name, value in headers if name.lower() not in _NOT_STORED}
+    await delivery.submit(
+        fn,
+        b"".join(chunks),
+        headers=stored,
+        query=request.scope["query_string"].decode("latin-1"),
+        callback_url=callback_url,
+        invocation_id=invocation_id,
+    )
+    return JSONResponse(
+        {"invocationId": invocation_id},
+        status_code=202,
+        headers={"Location": f"/invocations/{invocation_id}", "X-Invocation-Id": invocation_id},
+    )
+
+
+def _callback_url(request: Request) -> str | None:
+    value = request.headers.get(CALLBACK_HEADER)
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or len(value) > 2048:
+        raise BadRequest(
+            f"X-Callback-Url must be an absolute http(s) URL of at most 2048 characters, "
+            f"got {value[:100]!r}"
+        )
+    return value
+
+
+def _too_large(limit: int) -> str:
+    return f"request body is larger than the asynchronous limit of {limit} bytes"
+
+
+@router.get("/invocations/{invocation_id}")
+async def get_invocation(invocation_id: str, delivery: DeliveryDep) -> dict[str, Any]:
+    """Status, attempts and result (or error) of one async invocation."""
+    record = await delivery.queue.get(invocation_id)
+    if record is None:
+        raise InvocationNotFound(
+            f"no async invocation {invocation_id} (unknown, or its record expired)"
+        )
+    return record.to_json()
