@@ -173,11 +173,14 @@ class LocalCluster:
         archive = images.pause_archive()
         for directory in (paths.containerd_state, paths.cni_conf_dir, paths.cni_ipam_dir):
             directory.mkdir(parents=True, exist_ok=True)
+        containerd_toml = node.containerd_config(paths)
+        kubelet_yaml = node.kubelet_config(plan, paths)
+        kube_proxy_yaml = node.kube_proxy_config(plan)
         files = {
-            paths.containerd_config: node.containerd_config(paths),
+            paths.containerd_config: containerd_toml,
             paths.cni_conf_dir / "10-kubefaas.conflist": node.cni_conflist(paths),
-            paths.kubelet_config: node.kubelet_config(plan, paths),
-            paths.kube_proxy_config: node.kube_proxy_config(plan),
+            paths.kubelet_config: kubelet_yaml,
+            paths.kube_proxy_config: kube_proxy_yaml,
         }
         for path, text in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -200,12 +203,12 @@ class LocalCluster:
                 lambda: probes.answers_ok(components.healthz_url(plan, "kube-scheduler")),
             ),
             Step(
-                node.containerd(paths, binary=commands["containerd"]),
+                node.containerd(paths, binary=commands["containerd"], config=containerd_toml),
                 containerd_ready,
                 import_pause,
             ),
-            Step(node.kubelet(plan, paths), healthz("kubelet_healthz")),
-            Step(node.kube_proxy(plan, paths), healthz("proxy_healthz")),
+            Step(node.kubelet(plan, paths, config=kubelet_yaml), healthz("kubelet_healthz")),
+            Step(node.kube_proxy(plan, paths, config=kube_proxy_yaml), healthz("proxy_healthz")),
         ]
 
     @property
@@ -242,8 +245,10 @@ class LocalCluster:
     def _ensure_running(self, step: Step, *, state: ClusterState, timeout: float) -> None:
         spec = step.spec
         current = self.processes.running(spec.name)
-        if current is not None and current.argv != tuple(spec.argv):
-            # Flags changed (another mode, a new version): restart with the new ones.
+        if current is not None and (
+            current.argv != tuple(spec.argv) or current.config_digest != spec.config_digest
+        ):
+            # Flags or config changed (another mode, a new version): restart with the new ones.
             self.processes.stop(spec.name)
             current = None
         if current is None:

@@ -23,6 +23,7 @@ may refuse.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,10 @@ def containerd_config(paths: NodePaths) -> str:
             cri,
             f"  sandbox_image = {_toml_string(PAUSE_IMAGE)}",
             "  enable_unprivileged_ports = false",
+            # Sandboxes and Guaranteed pods ask for a negative oom_score_adj, which needs
+            # CAP_SYS_RESOURCE; sandboxed VMs may drop it from the bounding set, and runc
+            # then fails with "can't get final child's PID from pipe". Never go below ours.
+            "  restrict_oom_score_adj = true",
             "",
             '[plugins."io.containerd.grpc.v1.cri".containerd]',
             '  snapshotter = "overlayfs"',
@@ -199,6 +204,8 @@ def kubelet_config(plan: ControlPlanePlan, paths: NodePaths) -> str:
         "clusterDomain": network.CLUSTER_DOMAIN,
         "resolvConf": "/etc/resolv.conf",
         "rotateCertificates": False,
+        # The default -999 needs CAP_SYS_RESOURCE (see containerd_config); 0 always works.
+        "oomScoreAdj": 0,
         "serializeImagePulls": False,
         "volumePluginDir": str(paths.kubelet_root / "volume-plugins"),
         "logging": {"format": "text"},
@@ -227,20 +234,31 @@ def kube_proxy_config(plan: ControlPlanePlan) -> str:
             "tcpCloseWaitTimeout": "0s",
         },
         "iptables": {"masqueradeAll": False, "syncPeriod": "10s", "minSyncPeriod": "1s"},
+        "oomScoreAdj": 0,
     }
     return yaml.safe_dump(document, sort_keys=False)
 
 
-def containerd(paths: NodePaths, *, binary: Path) -> ProcessSpec:
+def config_digest(*texts: str) -> str:
+    """A digest of the config texts a component reads, recorded to detect changes."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def containerd(paths: NodePaths, *, binary: Path, config: str) -> ProcessSpec:
     """containerd with the generated config; PATH must find runc and the runc shim."""
     return ProcessSpec(
         name="containerd",
         argv=[str(binary), f"--config={paths.containerd_config}"],
         env={"PATH": SYSTEM_PATH},
+        config_digest=config_digest(config),
     )
 
 
-def kubelet(plan: ControlPlanePlan, paths: NodePaths) -> ProcessSpec:
+def kubelet(plan: ControlPlanePlan, paths: NodePaths, *, config: str) -> ProcessSpec:
     """The kubelet, registering the node under the host name with the node address."""
     return ProcessSpec(
         name="kubelet",
@@ -253,13 +271,15 @@ def kubelet(plan: ControlPlanePlan, paths: NodePaths) -> ProcessSpec:
             f"--node-ip={plan.state.node_ip}",
         ],
         env={"PATH": SYSTEM_PATH},
+        config_digest=config_digest(config),
     )
 
 
-def kube_proxy(plan: ControlPlanePlan, paths: NodePaths) -> ProcessSpec:
+def kube_proxy(plan: ControlPlanePlan, paths: NodePaths, *, config: str) -> ProcessSpec:
     """kube-proxy reading its KubeProxyConfiguration."""
     return ProcessSpec(
         name="kube-proxy",
         argv=[plan.binary("kube-proxy"), f"--config={paths.kube_proxy_config}"],
         env={"PATH": SYSTEM_PATH},
+        config_digest=config_digest(config),
     )

@@ -4,7 +4,8 @@ Each component runs in its own session (process group), logs stdout and stderr t
 ``<cluster dir>/logs/<name>.log`` (appended, one header line per start) and is recorded in
 ``<cluster dir>/run/<name>.pid`` as JSON::
 
-    {"pid": 1234, "start_ticks": 567890, "argv": ["/path/etcd", "--name", ...]}
+    {"pid": 1234, "start_ticks": 567890, "argv": ["/path/etcd", "--name", ...],
+     "config_digest": "<sha256 of the config files the component reads, or empty>"}
 
 ``start_ticks`` is field 22 of ``/proc/<pid>/stat``; comparing it guards against a PID that
 was reused by an unrelated process after a crash, so ``down`` never signals a stranger.
@@ -39,6 +40,8 @@ class ProcessSpec:
     # Added to (and overriding) the starting process's environment.
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
+    # Changes when a config file the component reads changes, so `up` restarts it.
+    config_digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class Running:
     name: str
     pid: int
     argv: tuple[str, ...]
+    config_digest: str = ""
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -107,12 +111,13 @@ class ProcessTable:
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
             pid, ticks, argv = int(record["pid"]), int(record["start_ticks"]), record["argv"]
+            digest = str(record.get("config_digest", ""))
         except (OSError, ValueError, KeyError, TypeError):
             return None
         self._reap(name)
         if not is_alive(pid, ticks=ticks):
             return None
-        return Running(name=name, pid=pid, argv=tuple(argv))
+        return Running(name=name, pid=pid, argv=tuple(argv), config_digest=digest)
 
     def recorded_names(self) -> list[str]:
         """Names with a pid file, whether alive or not."""
@@ -140,12 +145,19 @@ class ProcessTable:
                 preexec_fn=_die_with_parent if die_with_parent else None,
             )
         ticks = start_ticks(child.pid)
-        record = {"pid": child.pid, "start_ticks": ticks, "argv": list(spec.argv)}
+        record = {
+            "pid": child.pid,
+            "start_ticks": ticks,
+            "argv": list(spec.argv),
+            "config_digest": spec.config_digest,
+        }
         tmp = self.pid_file(spec.name).with_suffix(".tmp")
         tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
         tmp.replace(self.pid_file(spec.name))
         self._children[spec.name] = child
-        return Running(name=spec.name, pid=child.pid, argv=tuple(spec.argv))
+        return Running(
+            name=spec.name, pid=child.pid, argv=tuple(spec.argv), config_digest=spec.config_digest
+        )
 
     def _reap(self, name: str) -> None:
         child = self._children.get(name)
