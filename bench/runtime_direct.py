@@ -1,0 +1,292 @@
+"""Throughput and latency of the function runtime alone, over loopback.
+
+Starts ``python -m kubefaas_runtime`` with a trivial handler (sync and async variants)
+and drives it from a second process: ``wrk`` when installed, else a small aiohttp
+client loop. On a machine with two or more CPUs the runtime is pinned to CPU 0 and the
+load generator to CPU 1 (``taskset``), so the figure is "one core of runtime", the unit
+DESIGN §11 uses.
+
+Two measurements per handler kind, both bounded in time and loopback-only:
+
+- throughput: ``--connections`` (64) keep-alive connections for ``--duration`` (10 s);
+- latency: one connection for half that time (p50 is the per-call cost).
+
+Usage::
+
+    python bench/runtime_direct.py [--duration 10] [--connections 64] [--runs 1]
+        [--kind sync|async|both] [--client auto|wrk|aiohttp]
+
+Prints one line per measurement and a summary table; with ``--runs`` > 1 the median
+run is reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+RUNTIME_SOURCE = Path(__file__).resolve().parents[1] / "runtime"
+
+HANDLERS = {
+    "sync": 'def handler(event, context):\n    return {"ok": True}\n',
+    "async": 'async def handler(event, context):\n    return {"ok": True}\n',
+}
+
+
+@dataclass
+class Result:
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _pin(cpu: int) -> list[str]:
+    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
+        return ["taskset", "-c", str(cpu)]
+    return []
+
+
+def _start_runtime(kind: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    code = workdir / kind
+    code.mkdir(parents=True, exist_ok=True)
+    (code / "main.py").write_text(HANDLERS[kind])
+    port = _free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(RUNTIME_SOURCE), os.environ.get("PYTHONPATH", "")) if p
+        ),
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "KUBEFAAS_CODE_DIR": str(code),
+        "TMPDIR": str(workdir / "tmp"),
+        "KUBEFAAS_DRAIN_GRACE_SECONDS": "0",
+    }
+    process = subprocess.Popen(
+        [*_pin(0), sys.executable, "-m", "kubefaas_runtime"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"runtime exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if sock.recv(64).startswith(b"HTTP/1.1 200"):
+                    return process, url
+        except OSError:
+            pass
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("runtime not ready in 15 s")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# --- wrk ----------------------------------------------------------------------------
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _wrk(url: str, connections: int, seconds: float) -> Result:
+    command = [
+        *_pin(1),
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(seconds))}s",
+        "--latency",
+        url,
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    def latency(percentile: str) -> float:
+        match = re.search(rf"^\s*{percentile}%\s+([\d.]+)(us|ms|s)\s*$", output, re.M)
+        if not match:
+            raise RuntimeError(f"cannot read p{percentile} from wrk:\n{output}")
+        return float(match.group(1)) * _UNITS_MS[match.group(2)]
+
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    socket_errors = re.search(r"Socket errors:.*", output)
+    if rate is None:
+        raise RuntimeError(f"cannot read Requests/sec from wrk:\n{output}")
+    return Result(
+        requests_per_second=float(rate.group(1)),
+        p50_ms=latency("50"),
+        p99_ms=latency("99"),
+        errors=(int(errors.group(1)) if errors else 0) + (1 if socket_errors else 0),
+    )
+
+
+# --- aiohttp fallback (runs in a child process, so it does not share a core) ---------
+
+
+async def _aiohttp_load(url: str, connections: int, seconds: float) -> Result:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.perf_counter() < stop_at:
+                started = time.perf_counter()
+                async with session.get(url) as response:
+                    await response.read()
+                    if response.status != 200:
+                        errors += 1
+                latencies.append(time.perf_counter() - started)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - began
+    latencies.sort()
+    return Result(
+        requests_per_second=len(latencies) / elapsed,
+        p50_ms=latencies[len(latencies) // 2] * 1000,
+        p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
+        errors=errors,
+    )
+
+
+def _aiohttp(url: str, connections: int, seconds: float) -> Result:
+    command = [
+        *_pin(1),
+        sys.executable,
+        __file__,
+        "--load-url",
+        url,
+        "--connections",
+        str(connections),
+        "--duration",
+        str(seconds),
+    ]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rps, p50, p99, errors = output.split()
+    return Result(float(rps), float(p50), float(p99), int(errors))
+
+
+# --- main ---------------------------------------------------------------------------
+
+
+def _median(results: list[Result]) -> Result:
+    ordered = sorted(results, key=lambda r: r.requests_per_second)
+    return ordered[len(ordered) // 2]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--kind", choices=["sync", "async", "both"], default="both")
+    parser.add_argument("--client", choices=["auto", "wrk", "aiohttp"], default="auto")
+    parser.add_argument("--load-url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.load_url:  # child mode of the aiohttp fallback
+        result = asyncio.run(_aiohttp_load(args.load_url, args.connections, args.duration))
+        print(result.requests_per_second, result.p50_ms, result.p99_ms, result.errors)
+        return
+    if not 1 <= args.connections <= 1024 or not 1 <= args.duration <= 120:
+        parser.error("keep the load bounded: 1-1024 connections, 1-120 s")
+
+    use_wrk = args.client == "wrk" or (args.client == "auto" and shutil.which("wrk"))
+    client_name = "wrk" if use_wrk else "aiohttp"
+    load = _wrk if use_wrk else _aiohttp
+    kinds = ["sync", "async"] if args.kind == "both" else [args.kind]
+    load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    pinned = "runtime on CPU 0, client on CPU 1" if _pin(0) else "not pinned"
+    print(
+        f"# kubefaas runtime direct: {os.cpu_count()} CPUs ({_cpu_model()}), "
+        f"client {client_name}, {pinned}, load average {load_average:.2f} at start"
+    )
+
+    summary: list[tuple[str, Result, Result]] = []
+    with tempfile.TemporaryDirectory(prefix="kubefaas-bench-") as workdir:
+        for kind in kinds:
+            busy_runs, idle_runs = [], []
+            for run in range(args.runs):
+                process, url = _start_runtime(kind, Path(workdir))
+                try:
+                    load(url, 8, 1.0)  # warm up: threads started, code paths hot
+                    busy = load(url, args.connections, args.duration)
+                    idle = load(url, 1, max(1.0, args.duration / 2))
+                finally:
+                    _stop(process)
+                busy_runs.append(busy)
+                idle_runs.append(idle)
+                print(
+                    f"{kind:5} run {run + 1}: {busy.requests_per_second:9.0f} req/s at "
+                    f"{args.connections} conns (p50 {busy.p50_ms:.2f} ms, p99 "
+                    f"{busy.p99_ms:.2f} ms); 1 conn p50 {idle.p50_ms:.3f} ms, "
+                    f"p99 {idle.p99_ms:.3f} ms, {idle.requests_per_second:.0f} req/s; "
+                    f"errors {busy.errors + idle.errors}"
+                )
+            summary.append((kind, _median(busy_runs), _median(idle_runs)))
+
+    print()
+    print(
+        f"| handler | req/s at {args.connections} conns | p50 | p99 | "
+        "p50 at 1 conn | p99 at 1 conn |"
+    )
+    print("|---|---|---|---|---|---|")
+    for kind, busy, idle in summary:
+        print(
+            f"| {kind} | {busy.requests_per_second:,.0f} | {busy.p50_ms:.2f} ms | "
+            f"{busy.p99_ms:.2f} ms | {idle.p50_ms:.3f} ms | {idle.p99_ms:.3f} ms |"
+        )
+    if len(summary) and statistics.fmean(b.errors for _, b, _ in summary) > 0:
+        print("warning: some requests failed; see the per-run lines")
+
+
+if __name__ == "__main__":
+    main()
