@@ -7,6 +7,7 @@ that breaks the standard. A pod that exists was admitted.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import time
@@ -111,6 +112,10 @@ def pods_of(release: Release, component: str) -> list[dict[str, object]]:
     return items
 
 
+def has_pods(release: Release, component: str) -> bool:
+    return bool(pods_of(release, component))
+
+
 def replica_set_failures(release: Release) -> str:
     """Why the ReplicaSet controller could not create pods (PodSecurity refusals show here)."""
     events = release.kube_api.kubectl_json(
@@ -134,7 +139,7 @@ def test_install_is_admitted_under_restricted_pod_security(release: Release) -> 
     for component in ("operator", "gateway"):
         wait_for(
             f"the ReplicaSet controller to create the {component} pod",
-            lambda c=component: bool(pods_of(release, c)),
+            functools.partial(has_pods, release, component),
             explain=lambda: replica_set_failures(release),
         )
     assert not replica_set_failures(release)

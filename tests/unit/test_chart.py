@@ -512,7 +512,9 @@ def _undocumented_keys(node: yaml.Node, lines: list[str], path: str = "") -> Ite
 
 def test_every_value_is_documented() -> None:
     text = (CHART / "values.yaml").read_text()
-    keys = list(_undocumented_keys(yaml.compose(text), text.splitlines()))
+    root = yaml.compose(text)
+    assert root is not None, "values.yaml is empty"
+    keys = list(_undocumented_keys(root, text.splitlines()))
     assert not keys, f"values.yaml keys without a comment: {keys}"
 
 
