@@ -236,6 +236,21 @@ def test_operator_runs_once_and_is_told_the_gateway_url_and_runtime_images() -> 
     assert json.loads(env["KUBEFAAS_RUNTIME_IMAGES"]) == limits.RUNTIME_IMAGES
 
 
+def test_operator_is_restarted_when_its_loop_hangs_and_exposes_metrics() -> None:
+    operator = find(render(), "Deployment", "kubefaas-operator")
+    spec = container(operator, "operator")
+    ports = {p["name"]: p["containerPort"] for p in spec["ports"]}
+    env = env_of(spec)
+    assert ports == {
+        "health": int(env["KUBEFAAS_OPERATOR_HEALTH_PORT"]),
+        "metrics": int(env["KUBEFAAS_OPERATOR_METRICS_PORT"]),
+    }
+    assert spec["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert "readinessProbe" not in spec
+    service = find(render(), "Service", "kubefaas-operator-metrics")
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+
+
 def test_operator_options_become_arguments() -> None:
     objects = render("operator.watchNamespaces={team-a,team-b}", "operator.verbose=true")
     spec = container(find(objects, "Deployment", "kubefaas-operator"), "operator")
@@ -571,8 +586,20 @@ def test_network_policies_and_service_monitor_only_when_enabled() -> None:
         ("default", "kubefaas-functions"),
         ("team-a", "kubefaas-functions"),
     }
-    monitor = find(objects, "ServiceMonitor", "kubefaas-gateway")
-    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    for component, port in (("gateway", "http"), ("operator", "metrics")):
+        monitor = find(objects, "ServiceMonitor", f"kubefaas-{component}")
+        assert monitor["spec"]["endpoints"] == [
+            {"port": port, "path": "/metrics", "interval": "30s"}
+        ]
+        services = [
+            o
+            for o in objects
+            if o["kind"] == "Service"
+            and o["spec"]["selector"].items() <= monitor["spec"]["selector"]["matchLabels"].items()
+            and monitor["spec"]["selector"]["matchLabels"].items()
+            <= o["metadata"]["labels"].items()
+        ]
+        assert [p["name"] for s in services for p in s["spec"]["ports"]] == [port], component
 
 
 def test_function_pods_admit_only_the_gateway_on_the_runtime_port() -> None:
