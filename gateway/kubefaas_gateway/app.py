@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import APIRouter, FastAPI
 
 from kubefaas_gateway import proxy
+from kubefaas_gateway.autoscaler import LocalAutoscaler
 from kubefaas_gateway.backends.base import Backend
-from kubefaas_gateway.idle import IdleReaper
 from kubefaas_gateway.invoke import Invoker
 from kubefaas_gateway.metrics import Metrics
 from kubefaas_gateway.registry import FunctionRegistry
@@ -39,16 +39,22 @@ BackgroundTask = Callable[[GatewayState], Awaitable[None]]
 ROUTERS: tuple[APIRouter, ...] = (health.router, metrics.router, stats.router)
 
 
-def _idle_reaper(state: GatewayState) -> Awaitable[None]:
-    return IdleReaper(
-        registry=state.registry,
+def _local_autoscaler(state: GatewayState) -> Awaitable[None]:
+    """The decider inside the gateway: scale up, down and to zero (DESIGN §6, local mode).
+
+    Its decisions are published through `metrics.scaling`, which both the gauges and
+    `/internal/stats` read.
+    """
+    autoscaler = LocalAutoscaler(
+        functions=lambda: state.registry,
         tracker=state.tracker,
         backend=state.backend,
-        interval=state.settings.idle_check_interval_seconds,
-    ).run()
+    )
+    state.metrics.scaling = autoscaler
+    return autoscaler.run()
 
 
-BACKGROUND_TASKS: tuple[BackgroundTask, ...] = (_idle_reaper,)
+BACKGROUND_TASKS: tuple[BackgroundTask, ...] = (_local_autoscaler,)
 
 
 def create_app(

@@ -21,7 +21,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Final
 
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
@@ -141,3 +141,72 @@ class Breaker:
         # `remove` is linear, but in C: ~50 µs even with a full 10 000-deep queue.
         with contextlib.suppress(ValueError):
             self._waiters.remove(waiter)
+
+
+class InstanceBreakers:
+    """One `Breaker` per instance, for functions with `containerConcurrency > 0`.
+
+    Breakers are created on first use and dropped as soon as they are idle (nothing held,
+    nobody waiting), so instances that come and go leave nothing behind. `load` is what a
+    balancer should compare: requests holding a slot plus requests queued for one, so a
+    queue builds evenly across instances instead of behind the first one.
+    """
+
+    __slots__ = ("_breakers", "_clock", "_queue_depth")
+
+    def __init__(
+        self, *, queue_depth: int = DEFAULT_QUEUE_DEPTH, clock: Callable[[], float] = time.time
+    ) -> None:
+        if queue_depth < 0:
+            raise ValueError(f"queue_depth must not be negative, got {queue_depth}")
+        self._queue_depth = queue_depth
+        self._clock = clock
+        self._breakers: dict[str, Breaker] = {}
+
+    def load(self, instance_id: str) -> int:
+        """Slots held plus callers waiting at `instance_id`."""
+        breaker = self._breakers.get(instance_id)
+        return 0 if breaker is None else breaker.in_flight + breaker.waiting
+
+    def __len__(self) -> int:
+        return len(self._breakers)
+
+    @asynccontextmanager
+    async def slot(
+        self,
+        instance_id: str,
+        *,
+        capacity: int,
+        deadline: float,
+        waiting: AbstractAsyncContextManager[None] | None = None,
+    ) -> AsyncIterator[None]:
+        """Hold one of `capacity` slots of `instance_id` for the block.
+
+        `waiting` is entered only around the wait itself (the gateway counts the caller
+        as pending there, which the autoscaler reads as "needs capacity now").
+        """
+        breaker = self._breakers.get(instance_id)
+        if breaker is None:
+            breaker = self._breakers[instance_id] = Breaker(
+                capacity=capacity, queue_depth=self._queue_depth, clock=self._clock
+            )
+        try:
+            if waiting is None:
+                await breaker.acquire(deadline=deadline)
+            else:
+                async with waiting:
+                    await breaker.acquire(deadline=deadline)
+        except BaseException:
+            self._forget_if_idle(instance_id, breaker)
+            raise
+        try:
+            yield
+        finally:
+            breaker.release()
+            self._forget_if_idle(instance_id, breaker)
+
+    def _forget_if_idle(self, instance_id: str, breaker: Breaker) -> None:
+        # Idle: no coroutine holds or awaits this breaker, so a fresh one later is the same.
+        idle = breaker.in_flight == 0 and breaker.waiting == 0
+        if idle and self._breakers.get(instance_id) is breaker:
+            del self._breakers[instance_id]

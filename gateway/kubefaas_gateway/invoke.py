@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,9 +31,11 @@ from typing import Literal
 
 import aiohttp
 
+from kubefaas import limits
 from kubefaas.api import Function
 from kubefaas_gateway import proxy
-from kubefaas_gateway.backends.base import Backend
+from kubefaas_gateway.backends.base import Backend, Instance
+from kubefaas_gateway.breaker import InstanceBreakers
 from kubefaas_gateway.errors import FunctionFailed, InvocationError, InvocationTimeout, Throttled
 from kubefaas_gateway.metrics import Metrics
 from kubefaas_gateway.settings import Settings
@@ -47,6 +50,8 @@ InvocationType = Literal["sync", "async"]
 MAX_CONNECT_ATTEMPTS = 2
 # How much of a non-JSON error body a 502 repeats to the caller.
 ERROR_BODY_EXCERPT = 1000
+# A throttled caller may retry after the first step of the async throttle backoff.
+THROTTLE_RETRY_AFTER_SECONDS = math.ceil(limits.THROTTLE_BACKOFF_INITIAL_SECONDS)
 
 
 def new_invocation_id() -> str:
@@ -131,6 +136,8 @@ class Invoker:
         self._metrics = metrics
         self._session = session
         self._grace = settings.deadline_grace_seconds
+        # containerConcurrency: one breaker per instance of functions that set it.
+        self._breakers = InstanceBreakers()
 
     async def invoke(self, fn: Function, request: InvocationRequest) -> InvocationResponse:
         """Invoke `fn` once; raises an `InvocationError` subclass on every failure."""
@@ -158,7 +165,14 @@ class Invoker:
             and request.invocation_type == "sync"
             and tracker.concurrency(key) >= reserved
         ):
-            raise Throttled(f"function {key} is at its reserved concurrency ({reserved})")
+            # Answered before touching any instance; the check and the count taken below
+            # happen with no suspension in between, so concurrent callers cannot overshoot.
+            self._metrics.record_throttled(fn)
+            raise Throttled(
+                f"function {key} is at its reserved concurrency ({reserved})",
+                retry_after_seconds=THROTTLE_RETRY_AFTER_SECONDS,
+            )
+        per_instance = fn.spec.scaling.container_concurrency
 
         cold_start = False
         for attempt in range(1, MAX_CONNECT_ATTEMPTS + 1):
@@ -168,6 +182,8 @@ class Invoker:
                 cold_start = True
                 self._metrics.record_cold_start(fn, _since(started))
             instance = acquired.instance
+            if per_instance:
+                instance = self._least_queued(fn, instance)
             timeout = request.deadline - time.time()
             if timeout <= 0:
                 raise InvocationTimeout(
@@ -183,14 +199,18 @@ class Invoker:
             ]
             url = proxy.instance_url(instance.host, instance.port, request.path, request.query)
             try:
-                async with tracker.track(key, instance.id):
+                async with (
+                    self._slot(instance, per_instance, key, request.deadline),
+                    tracker.track(key, instance.id),
+                ):
                     upstream = await proxy.forward(
                         self._session,
                         method=request.method,
                         url=url,
                         headers=headers,
                         body=request.body,
-                        within=timeout + self._grace,
+                        # From now: a wait for a containerConcurrency slot used some of it.
+                        within=request.deadline - time.time() + self._grace,
                     )
             except proxy.InstanceUnreachable as exc:
                 log.warning("instance %s of %s unreachable (%s); evicting", instance.id, key, exc)
@@ -212,6 +232,27 @@ class Invoker:
                 ) from None
             return self._answer(fn, upstream, cold_start, instance.id, started)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _least_queued(self, fn: Function, chosen: Instance) -> Instance:
+        """With containerConcurrency, the ready instance with the fewest requests holding
+        or waiting for a slot (the backend's pick does not see the waiting ones)."""
+        load = self._breakers.load
+        ready = [i for i in self._backend.instances(fn) if i.ready]
+        return min(ready, key=lambda i: load(i.id)) if ready else chosen
+
+    def _slot(
+        self, instance: Instance, per_instance: int, key: str, deadline: float
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """A containerConcurrency slot on `instance` (no-op when the function sets none);
+        while waiting for it the request counts as pending: it needs capacity now."""
+        if not per_instance:
+            return contextlib.nullcontext()
+        return self._breakers.slot(
+            instance.id,
+            capacity=per_instance,
+            deadline=deadline,
+            waiting=self._tracker.hold(key),
+        )
 
     def _answer(
         self,

@@ -9,13 +9,15 @@ backend when Prometheus scrapes. Each app owns its `CollectorRegistry`, so sever
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kubefaas.api import Function
+from kubefaas.scaling import Decision
 from kubefaas_gateway.backends.base import Backend
 from kubefaas_gateway.tracker import Tracker
 
@@ -29,15 +31,31 @@ DURATION_BUCKETS = (
 COLD_START_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
+class ScalingReport(Protocol):
+    """What the local autoscaler last decided and read (`autoscaler.LocalAutoscaler`)."""
+
+    @property
+    def decisions(self) -> Mapping[str, Decision]: ...
+
+    @property
+    def queued(self) -> Mapping[str, int]: ...
+
+
 class _LoadCollector(Collector):
-    """In-flight, pending and instance gauges, computed at scrape time."""
+    """In-flight, pending, instance and autoscaling gauges, computed at scrape time."""
 
     def __init__(
-        self, *, functions: Callable[[], Iterable[Function]], tracker: Tracker, backend: Backend
+        self,
+        *,
+        functions: Callable[[], Iterable[Function]],
+        tracker: Tracker,
+        backend: Backend,
+        scaling: Callable[[], ScalingReport | None] = lambda: None,
     ) -> None:
         self._functions = functions
         self._tracker = tracker
         self._backend = backend
+        self._scaling = scaling
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         labels = ["namespace", "function"]
@@ -56,6 +74,23 @@ class _LoadCollector(Collector):
             "Function instances known to the gateway, by state (starting or ready).",
             labels=[*labels, "state"],
         )
+        average = GaugeMetricFamily(
+            "kubefaas_concurrency_average",
+            "Time-weighted average of in-flight + pending requests over the autoscaler's "
+            "stable or panic window.",
+            labels=[*labels, "window"],
+        )
+        queued = GaugeMetricFamily(
+            "kubefaas_queued_events",
+            "Async events waiting in the queue, as the autoscaler last read it.",
+            labels=labels,
+        )
+        desired = GaugeMetricFamily(
+            "kubefaas_desired_replicas",
+            "Instances the autoscaler last decided on (local mode).",
+            labels=labels,
+        )
+        report = self._scaling()
         for fn in self._functions():
             names = [fn.namespace, fn.name]
             inflight.add_metric(names, self._tracker.inflight(fn.key))
@@ -64,9 +99,20 @@ class _LoadCollector(Collector):
             ready = sum(1 for instance in known if instance.ready)
             instances.add_metric([*names, "ready"], ready)
             instances.add_metric([*names, "starting"], len(known) - ready)
+            stable, panic = self._tracker.averages(fn.key)
+            average.add_metric([*names, "stable"], stable)
+            average.add_metric([*names, "panic"], panic)
+            if report is not None:
+                queued.add_metric(names, report.queued.get(fn.key, 0))
+                decision = report.decisions.get(fn.key)
+                if decision is not None:
+                    desired.add_metric(names, decision.replicas)
         yield inflight
         yield pending
         yield instances
+        yield average
+        yield queued
+        yield desired
 
 
 class Metrics:
@@ -106,10 +152,24 @@ class Metrics:
             buckets=COLD_START_BUCKETS,
             registry=self.registry,
         )
+        self.throttled = Counter(
+            "kubefaas_throttled",
+            "Invocations refused with 429 because the function was at its reservedConcurrency.",
+            ["namespace", "function"],
+            registry=self.registry,
+        )
+        # The local autoscaler, once the app runs one: its decisions become gauges.
+        self.scaling: ScalingReport | None = None
         self.registry.register(
-            _LoadCollector(functions=functions, tracker=tracker, backend=backend)
+            _LoadCollector(
+                functions=functions,
+                tracker=tracker,
+                backend=backend,
+                scaling=lambda: self.scaling,
+            )
         )
         self._children: dict[tuple[str, int, str], tuple[Counter, Histogram]] = {}
+        self._throttled_children: dict[str, Counter] = {}
 
     def record(self, fn: Function, code: int, kind: str, seconds: float) -> None:
         """Count one answered invocation of `fn` with HTTP `code`, `kind` sync or async."""
@@ -123,6 +183,13 @@ class Metrics:
             self._children[cache_key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def record_throttled(self, fn: Function) -> None:
+        """Count one 429 for `fn` (hot path under overload: one dict lookup)."""
+        child = self._throttled_children.get(fn.key)
+        if child is None:
+            child = self._throttled_children[fn.key] = self.throttled.labels(fn.namespace, fn.name)
+        child.inc()
 
     def record_cold_start(self, fn: Function, seconds: float) -> None:
         self.cold_starts.labels(fn.namespace, fn.name).inc()

@@ -8,6 +8,11 @@ Two counts per function, disjoint:
 Their sum is the function's concurrency (DESIGN §1), what the autoscaler averages and what
 `reservedConcurrency` caps. Per-instance in-flight feeds least-in-flight balancing.
 
+Each change also feeds the function's `ConcurrencyWindow` (kubefaas.windows) with the new
+concurrency, so the stable- and panic-window averages the autoscaler scales on are exact
+time-weighted averages (a level that lasted 10 s weighs 10 s), for a few float operations
+per change and nothing between changes.
+
 Counts change only inside `async with tracker.hold(key)` / `tracker.track(key, instance)`:
 increment on entry, decrement in `__aexit__`, which runs on every exit path (return,
 exception, timeout, cancellation), so no path can leak a count. Entry never suspends, so
@@ -22,6 +27,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
+
+from kubefaas import limits
+from kubefaas.windows import ConcurrencyWindow
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +48,14 @@ class FunctionLoad:
 class Tracker:
     """Counters the invoker updates and the balancer, idle loop and autoscaler read."""
 
-    __slots__ = ("_clock", "_inflight", "_instance_inflight", "_last_active", "_pending")
+    __slots__ = (
+        "_clock",
+        "_inflight",
+        "_instance_inflight",
+        "_last_active",
+        "_pending",
+        "_windows",
+    )
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
@@ -48,6 +63,7 @@ class Tracker:
         self._pending: dict[str, int] = {}
         self._instance_inflight: dict[str, int] = {}
         self._last_active: dict[str, float] = {}
+        self._windows: dict[str, ConcurrencyWindow] = {}
 
     # -- guarded updates ---------------------------------------------------------------
 
@@ -85,6 +101,21 @@ class Tracker:
             last_active=self._last_active.get(key),
         )
 
+    def averages(
+        self,
+        key: str,
+        *,
+        stable_seconds: float = limits.STABLE_WINDOW_SECONDS,
+        panic_seconds: float = limits.PANIC_WINDOW_SECONDS,
+    ) -> tuple[float, float]:
+        """Time-weighted average concurrency of `key` over the stable and panic windows,
+        up to now; (0, 0) for a function never seen."""
+        window = self._windows.get(key)
+        if window is None:
+            return 0.0, 0.0
+        now = self._clock()
+        return window.average(stable_seconds, now), window.average(panic_seconds, now)
+
     def keys(self) -> set[str]:
         """Every function key the tracker has seen."""
         return set(self._last_active)
@@ -101,7 +132,8 @@ class Tracker:
     def _enter(self, key: str, instance_id: str) -> None:
         self._inflight[key] = self._inflight.get(key, 0) + 1
         self._instance_inflight[instance_id] = self._instance_inflight.get(instance_id, 0) + 1
-        self._last_active[key] = self._clock()
+        self._last_active[key] = now = self._clock()
+        self._changed(key, now)
 
     def _exit(self, key: str, instance_id: str) -> None:
         self._inflight[key] -= 1
@@ -111,14 +143,24 @@ class Tracker:
         else:
             # Instances come and go: drop idle ones so the map does not grow forever.
             del self._instance_inflight[instance_id]
-        self._last_active[key] = self._clock()
+        self._last_active[key] = now = self._clock()
+        self._changed(key, now)
 
     def _hold(self, key: str) -> None:
         self._pending[key] = self._pending.get(key, 0) + 1
-        self._last_active[key] = self._clock()
+        self._last_active[key] = now = self._clock()
+        self._changed(key, now)
 
     def _release(self, key: str) -> None:
         self._pending[key] -= 1
+        self._changed(key, self._clock())
+
+    def _changed(self, key: str, now: float) -> None:
+        """Feed the new concurrency of `key` into its rolling window."""
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = ConcurrencyWindow(now=now)
+        window.update(self._inflight.get(key, 0) + self._pending.get(key, 0), now)
 
 
 class _InFlight:

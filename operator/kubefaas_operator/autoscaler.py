@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,9 @@ from kubefaas.scaling import (
 log = logging.getLogger(__name__)
 
 GATEWAY_SELECTOR = "app.kubernetes.io/component=gateway"
+# The chart sets these on the operator so it reads its own release's gateways only.
+GATEWAY_NAMESPACE_ENV = "KUBEFAAS_GATEWAY_NAMESPACE"
+GATEWAY_SELECTOR_ENV = "KUBEFAAS_GATEWAY_SELECTOR"
 STATS_PATH = "/internal/stats"
 # A gateway that takes longer than this to answer counts as not answering this tick.
 STATS_TIMEOUT_SECONDS = 1.0
@@ -427,7 +431,9 @@ def _gateway_url(pod: Any) -> str | None:
 
 async def run_default_autoscaler(stop: asyncio.Event, **overrides: Any) -> None:
     """`run_autoscaler` against the cluster the operator runs in (in-cluster config, else
-    the kubeconfig). Keyword overrides replace any of the default I/O callables."""
+    the kubeconfig). Gateways are the pods matching `$KUBEFAAS_GATEWAY_SELECTOR` (default
+    `app.kubernetes.io/component=gateway`) in `$KUBEFAAS_GATEWAY_NAMESPACE` (default: every
+    namespace). Keyword overrides replace any of `run_autoscaler`'s arguments."""
     import aiohttp
     from kubernetes import client, config
 
@@ -438,5 +444,10 @@ async def run_default_autoscaler(stop: asyncio.Event, **overrides: Any) -> None:
     timeout = aiohttp.ClientTimeout(total=STATS_TIMEOUT_SECONDS)
     with client.ApiClient() as api_client:
         async with aiohttp.ClientSession(timeout=timeout) as session:
-            io = KubernetesIO(api_client=api_client, session=session)
+            io = KubernetesIO(
+                api_client=api_client,
+                session=session,
+                gateway_selector=os.environ.get(GATEWAY_SELECTOR_ENV) or GATEWAY_SELECTOR,
+                gateway_namespace=os.environ.get(GATEWAY_NAMESPACE_ENV) or None,
+            )
             await run_autoscaler(stop, **{**io.kwargs(), **overrides})

@@ -4,13 +4,15 @@ no path (deadline, cancellation, error) leaks a slot."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kubefaas_gateway.breaker import Breaker, QueueFull
+from kubefaas_gateway.breaker import Breaker, InstanceBreakers, QueueFull
 from kubefaas_gateway.errors import InvocationTimeout, error_response
 
 
@@ -196,3 +198,55 @@ def test_no_slot_leaks_and_capacity_holds_whatever_happens(
         assert breaker.waiting == 0
 
     asyncio.run(scenario())
+
+
+async def test_instance_breakers_count_waiters_in_the_load_and_forget_idle_instances() -> None:
+    breakers = InstanceBreakers()
+    entered = asyncio.Event()
+    finish = asyncio.Event()
+    pending = 0
+
+    @contextlib.asynccontextmanager
+    async def counted() -> AsyncIterator[None]:
+        nonlocal pending
+        pending += 1
+        try:
+            yield
+        finally:
+            pending -= 1
+
+    async def call() -> None:
+        async with breakers.slot("i-1", capacity=1, deadline=soon(5), waiting=counted()):
+            entered.set()
+            await finish.wait()
+
+    first = asyncio.create_task(call())
+    await entered.wait()
+    second = asyncio.create_task(call())
+    await asyncio.sleep(0.01)
+    assert breakers.load("i-1") == 2  # one holding, one queued behind it
+    assert breakers.load("i-2") == 0
+    assert pending == 1  # only the caller actually waiting counts as pending
+    finish.set()
+    await asyncio.gather(first, second)
+    assert pending == 0
+    assert breakers.load("i-1") == 0
+    assert len(breakers) == 0
+
+
+async def test_instance_breakers_forget_a_breaker_whose_only_waiter_gave_up() -> None:
+    breakers = InstanceBreakers()
+    hold = asyncio.Event()
+
+    async def holder() -> None:
+        async with breakers.slot("i-1", capacity=1, deadline=soon(5)):
+            await hold.wait()
+
+    task = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    with pytest.raises(InvocationTimeout):
+        async with breakers.slot("i-1", capacity=1, deadline=soon(0.02)):
+            pytest.fail("must not get the slot")
+    hold.set()
+    await task
+    assert len(breakers) == 0

@@ -1,37 +1,56 @@
-"""`GET /internal/stats`: the per-function load the cluster autoscaler reads from every
-gateway (`kubefaas_operator.autoscaler.FunctionStats.from_json` parses it).
+"""`GET /internal/stats`: the per-function load the autoscaler reads from every gateway.
 
-Counts are this gateway's own; the autoscaler sums them over gateway replicas. Time goes
-out as a duration (`idleSeconds`), never a timestamp, so clock skew between pods cannot
-make a function look idle. The window averages (`stableConcurrency`,
-`panicConcurrency`) and the queue depth (`queued`) join this body when the tracker's
-rolling windows and the async queue land.
+    {"gateway": "<pod name or host>", "time": <epoch seconds>,
+     "functions": {"ns/name": {"inFlight", "pending", "stableConcurrency",
+                               "panicConcurrency", "queued", "idleSeconds",
+                               "replicas", "readyInstances", "startingInstances",
+                               ["desiredReplicas", "reason", "panic"]}}}
+
+Counts and averages are this gateway's own share; the operator's autoscaler sums them over
+the gateway replicas (`kubefaas_operator.autoscaler.combine`). `idleSeconds` is a duration,
+not a timestamp, so the reader's clock need not agree with ours; null means no request was
+seen since this gateway started. `replicas` and the instance counts are what this gateway's
+backend runs; `desiredReplicas`, `reason` and `panic` appear where this gateway runs the
+decider itself (local mode).
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 from typing import Any
 
 from fastapi import APIRouter
 
-from kubefaas_gateway.dependencies import BackendDep, RegistryDep, TrackerDep
+from kubefaas_gateway.autoscaler import read_signals
+from kubefaas_gateway.dependencies import BackendDep, MetricsDep, RegistryDep, TrackerDep
 
 router = APIRouter(tags=["internal"])
 
+# In a pod, HOSTNAME is the pod's name: what an operator log line should name.
+GATEWAY_ID = os.environ.get("HOSTNAME") or socket.gethostname()
+
 
 @router.get("/internal/stats")
-async def stats(registry: RegistryDep, tracker: TrackerDep, backend: BackendDep) -> dict[str, Any]:
+async def stats(
+    registry: RegistryDep, tracker: TrackerDep, backend: BackendDep, metrics: MetricsDep
+) -> dict[str, Any]:
     now = tracker.now()
-    functions: dict[str, dict[str, Any]] = {}
+    report = metrics.scaling
+    queued = report.queued if report is not None else {}
+    functions: dict[str, Any] = {}
     for fn in registry:
-        load = tracker.load(fn.key)
-        idle: float | None = None
-        if load.last_active is not None:
-            idle = 0.0 if load.concurrency else max(0.0, now - load.last_active)
-        functions[fn.key] = {
-            "inFlight": load.inflight,
-            "pending": load.pending,
-            "idleSeconds": idle,
-            "readyInstances": backend.ready_count(fn),
-        }
-    return {"functions": functions}
+        entry = read_signals(tracker, fn.key, queued=queued.get(fn.key, 0), now=now).to_json()
+        known = backend.instances(fn)
+        ready = sum(1 for instance in known if instance.ready)
+        entry["replicas"] = len(known)
+        entry["readyInstances"] = ready
+        entry["startingInstances"] = len(known) - ready
+        decision = report.decisions.get(fn.key) if report is not None else None
+        if decision is not None:
+            entry["desiredReplicas"] = decision.replicas
+            entry["reason"] = str(decision.reason)
+            entry["panic"] = decision.in_panic
+        functions[fn.key] = entry
+    return {"gateway": GATEWAY_ID, "time": time.time(), "functions": functions}

@@ -1,0 +1,209 @@
+"""Local mode's autoscaler: the decider running inside the gateway process (DESIGN §6).
+
+In a cluster the operator's autoscaler reads `/internal/stats` from every gateway and
+scales Deployments. Local mode has one gateway and no Deployments, so this loop reads the
+same signals straight from the tracker, runs the same pure `kubefaas.scaling.decide` every
+`limits.AUTOSCALER_TICK_SECONDS` and calls `backend.scale(fn, replicas)`.
+
+`FunctionSignals` is the one description of a function's load that both `/internal/stats`
+and the Prometheus gauges report, so the two never disagree.
+
+Concurrency: the tick runs on the gateway's event loop. It reads the tracker and decides
+for every function without suspending, then applies each change in its own task, so one
+function's slow scale-down (instances finishing their work after SIGTERM) never delays the
+next tick or another function. Between the decision and the task running, a request may
+arrive for a function being scaled to zero; each task therefore re-checks, in the same
+step that makes the backend retire instances, that nothing is in flight or waiting before
+it removes the last ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubefaas.api import Function
+from kubefaas.scaling import (
+    DEFAULT_TUNING,
+    Decision,
+    Observation,
+    ScalingState,
+    Tuning,
+    decide,
+    initial_state,
+)
+from kubefaas_gateway.backends.base import Backend
+from kubefaas_gateway.tracker import Tracker
+
+log = logging.getLogger("kubefaas.gateway.autoscaler")
+
+# Per-function depth of the async queue (events waiting, not leased). The async queue
+# provides it; until it is wired, nothing is queued.
+QueueDepths = Callable[[], Awaitable[Mapping[str, int]]]
+
+
+async def no_queued_events() -> Mapping[str, int]:
+    """The `QueueDepths` of a gateway without an async queue."""
+    return {}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FunctionSignals:
+    """One function's load as this gateway sees it (DESIGN §6)."""
+
+    in_flight: int
+    pending: int
+    stable_concurrency: float
+    panic_concurrency: float
+    queued: int
+    idle_seconds: float | None  # None: no request seen since the gateway started
+
+    def to_json(self) -> dict[str, Any]:
+        """The `/internal/stats` entry; the operator's autoscaler parses exactly these."""
+        return {
+            "inFlight": self.in_flight,
+            "pending": self.pending,
+            "stableConcurrency": round(self.stable_concurrency, 4),
+            "panicConcurrency": round(self.panic_concurrency, 4),
+            "queued": self.queued,
+            "idleSeconds": None if self.idle_seconds is None else round(self.idle_seconds, 3),
+        }
+
+
+def read_signals(
+    tracker: Tracker, key: str, *, queued: int, now: float, tuning: Tuning = DEFAULT_TUNING
+) -> FunctionSignals:
+    """The signals of function `key` at `now` (on the tracker's clock)."""
+    load = tracker.load(key)
+    stable, panic = tracker.averages(
+        key,
+        stable_seconds=tuning.stable_window_seconds,
+        panic_seconds=tuning.panic_window_seconds,
+    )
+    busy = load.inflight or load.pending
+    last = load.last_active
+    return FunctionSignals(
+        in_flight=load.inflight,
+        pending=load.pending,
+        stable_concurrency=stable,
+        panic_concurrency=panic,
+        queued=queued,
+        idle_seconds=0.0 if busy else (None if last is None else max(0.0, now - last)),
+    )
+
+
+class LocalAutoscaler:
+    """Decides and applies replicas for every function of the registry, every tick.
+
+    `decisions` and `queued` keep the last tick's results for `/internal/stats` and the
+    metrics; `tick()` runs one round and is what tests call.
+    """
+
+    def __init__(
+        self,
+        *,
+        functions: Callable[[], Iterable[Function]],
+        tracker: Tracker,
+        backend: Backend,
+        queue_depths: QueueDepths = no_queued_events,
+        tuning: Tuning = DEFAULT_TUNING,
+    ) -> None:
+        self._functions = functions
+        self._tracker = tracker
+        self._backend = backend
+        self._queue_depths = queue_depths
+        self._tuning = tuning
+        self._states: dict[str, ScalingState] = {}
+        self._applying: dict[str, asyncio.Task[None]] = {}
+        self.decisions: dict[str, Decision] = {}
+        self.queued: dict[str, int] = {}
+
+    async def run(self) -> None:
+        """Tick forever (cancelled at shutdown, which also ends any scale in progress)."""
+        loop = asyncio.get_running_loop()
+        try:
+            while True:
+                started = loop.time()
+                try:
+                    await self.tick()
+                except Exception:
+                    log.exception("autoscaler tick failed")
+                elapsed = loop.time() - started
+                await asyncio.sleep(max(0.0, self._tuning.tick_seconds - elapsed))
+        finally:
+            for task in self._applying.values():
+                task.cancel()
+            await asyncio.gather(*self._applying.values(), return_exceptions=True)
+
+    async def tick(self) -> dict[str, Decision]:
+        """Decide every function now and start applying the changes."""
+        try:
+            self.queued = dict(await self._queue_depths())
+        except Exception as exc:  # the queue being down must not stop scaling
+            log.warning("could not read the async queue depth: %s", exc)
+        # From here to the end of the loop nothing suspends: the decisions and the tasks
+        # that apply them are based on one consistent view of the tracker.
+        tracker = self._tracker
+        now = tracker.now()
+        seen = set()
+        for fn in self._functions():
+            key = fn.key
+            seen.add(key)
+            signals = read_signals(
+                tracker, key, queued=self.queued.get(key, 0), now=now, tuning=self._tuning
+            )
+            ready = self._backend.ready_count(fn)
+            state = self._states.get(key) or initial_state(now, replicas=ready)
+            previous = state.desired
+            decision = decide(
+                state,
+                Observation(
+                    stable_concurrency=signals.stable_concurrency,
+                    panic_concurrency=signals.panic_concurrency,
+                    in_flight=signals.in_flight,
+                    pending=signals.pending,
+                    queued=signals.queued,
+                    ready=ready,
+                    last_activity=tracker.last_active(key),
+                ),
+                now,
+                scaling=fn.spec.scaling,
+                tuning=self._tuning,
+            )
+            self._states[key] = decision.state
+            self.decisions[key] = decision
+            if key in self._applying:
+                continue  # the previous change is still under way; decide again next tick
+            # Apply a new figure, or shed instances started outside the decider (the
+            # activation path). `scale` itself counts starting instances, so asking again
+            # for what is already on its way costs nothing.
+            if decision.replicas != previous or ready > decision.replicas:
+                self._apply(fn, decision)
+        for gone in set(self._states) - seen:
+            del self._states[gone]
+            self.decisions.pop(gone, None)
+        return self.decisions
+
+    def _apply(self, fn: Function, decision: Decision) -> None:
+        key = fn.key
+        task = asyncio.get_running_loop().create_task(self._scale(fn, decision))
+        self._applying[key] = task
+        task.add_done_callback(lambda _: self._applying.pop(key, None))
+
+    async def _scale(self, fn: Function, decision: Decision) -> None:
+        target = decision.replicas
+        current = self._backend.ready_count(fn)
+        load = self._tracker.load(fn.key)
+        # Re-checked in the step that retires instances (see the module docstring).
+        if target < current and load.pending:
+            return
+        if target == 0 and load.inflight:
+            return
+        log.info("scaling %s from %d to %d (%s)", fn.key, current, target, decision.reason)
+        try:
+            await self._backend.scale(fn, target)
+        except Exception:
+            log.exception("could not scale %s to %d", fn.key, target)
