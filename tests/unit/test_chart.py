@@ -330,6 +330,7 @@ def test_redis_allows_several_gateways_and_rolling_upgrades() -> None:
     assert env["KUBEFAAS_REDIS_URL"] == {
         "secretKeyRef": {"name": "kubefaas-gateway", "key": "redis-url"}
     }
+    assert env["KUBEFAAS_REDIS_PREFIX"] == "kubefaas"
     secret = find(objects, "Secret", "kubefaas-gateway")
     assert secret["data"]["redis-url"] == "cmVkaXM6Ly9yZWRpcy5kYi5zdmM6NjM3OS8w"
 
