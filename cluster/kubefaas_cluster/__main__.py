@@ -1,4 +1,4 @@
-"""Command line: ``python -m kubefaas_cluster {build,up,down,status,kubeconfig}``.
+"""Command line: ``python -m kubefaas_cluster {build,up,down,status,kubeconfig,smoke}``.
 
 The Makefile targets ``k8s-binaries``, ``cluster-up`` and ``cluster-down`` call this, and
 the pytest fixture uses the same `LocalCluster`, so a developer's cluster and a test
@@ -15,6 +15,7 @@ from kubefaas_cluster import binaries
 from kubefaas_cluster.binaries import BinaryCache, BuildError, MissingBinary
 from kubefaas_cluster.cluster import DEFAULT_TIMEOUT_SECONDS, ClusterError, LocalCluster
 from kubefaas_cluster.layout import default_cluster_dir
+from kubefaas_cluster.smoke import run_smoke
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("--purge", action="store_true", help="also delete the cluster directory")
     commands.add_parser("status", help="list the components and their PIDs")
     commands.add_parser("kubeconfig", help="print the admin kubeconfig path")
+    commands.add_parser("smoke", help="run a memory-limited pod on the full cluster")
     return parser
 
 
@@ -62,7 +64,12 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if dead else 0
         elif args.command == "kubeconfig":
             print(cluster.layout.admin_kubeconfig)
-    except (BuildError, MissingBinary, ClusterError) as exc:
+        elif args.command == "smoke":
+            ip = run_smoke(
+                kubectl=cache.binary("kubectl"), kubeconfig=cluster.layout.admin_kubeconfig
+            )
+            print(f"smoke pod ran with IP {ip}")
+    except (BuildError, MissingBinary, ClusterError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -135,7 +135,10 @@ class LocalCluster:
                 lambda: probes.answers_ok(components.healthz_url(plan, "kube-controller-manager")),
             ),
         ]
-        if not api_only:
+        if api_only:
+            # A node left from a full run would point at the API server's old address.
+            self._stop([n for n in reversed(ALL_COMPONENTS) if n not in API_COMPONENTS])
+        else:
             steps += self._node_steps(plan, pki=pki)
         for step in steps:
             self._ensure_running(step, state=state, timeout=timeout)
@@ -311,24 +314,27 @@ class LocalCluster:
     # -- down -----------------------------------------------------------------------------
 
     def down(self, *, purge: bool = False) -> list[str]:
-        """Stop every recorded component, last started first; return the names stopped.
+        """Stop every recorded component, last started first; return the names stopped."""
+        recorded = self.processes.recorded_names()
+        stopped = self._stop([*reversed(ALL_COMPONENTS), *recorded])
+        if purge and self.layout.root.exists():
+            shutil.rmtree(self.layout.root)
+        return stopped
+
+    def _stop(self, names: list[str]) -> list[str]:
+        """Stop `names` in the order given (duplicates ignored); return those that ran.
 
         Containers are stopped after the kubelet (so it cannot restart them) and before
         containerd; shims of our containerd that outlive it are killed.
         """
-        recorded = self.processes.recorded_names()
-        order = [n for n in reversed(ALL_COMPONENTS) if n in recorded]
-        order += [n for n in recorded if n not in order]
         stopped = []
-        for name in order:
+        for name in dict.fromkeys(names):
             if name == "containerd" and self.processes.running(name) is not None:
                 ctr = shutil.which("ctr")
                 if ctr is not None:
                     host.stop_containers(ctr=Path(ctr), address=self.node_paths.containerd_socket)
             if self.processes.stop(name):
                 stopped.append(name)
-            if name == "containerd":
+            if name == "containerd" and stopped and stopped[-1] == name:
                 host.kill_shims(self.node_paths.containerd_socket)
-        if purge and self.layout.root.exists():
-            shutil.rmtree(self.layout.root)
         return stopped
