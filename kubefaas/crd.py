@@ -18,7 +18,8 @@ from kubefaas import limits
 from kubefaas.api import NAME_RULES, FunctionSpec, FunctionStatus
 
 # Nested objects whose fields all have defaults: the API server fills them in, so
-# `kubectl get fn -o yaml` shows the effective scaling and async settings.
+# `kubectl get fn -o yaml` shows the effective scaling and async settings. Their own
+# default is the object of their fields' defaults.
 _DEFAULTED_OBJECTS = {"scaling", "async"}
 
 _KEEP = {
@@ -73,7 +74,18 @@ def _structural(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             name: _structural(child, defs) for name, child in out["properties"].items()
         }
         for name in _DEFAULTED_OBJECTS & set(out["properties"]):
-            out["properties"][name].setdefault("default", {})
+            child = out["properties"][name]
+            # The full defaults, not `{}`: the API server checks a default against the
+            # object's CEL rules as it stands, and `self.minScale` on `{}` is an error
+            # ("no such key") that makes the whole CRD invalid.
+            child.setdefault(
+                "default",
+                {
+                    key: prop["default"]
+                    for key, prop in child.get("properties", {}).items()
+                    if "default" in prop
+                },
+            )
         out["type"] = "object"
     if "items" in out:
         out["items"] = _structural(out["items"], defs)
