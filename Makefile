@@ -32,7 +32,7 @@ run: venv
 	$(VENV)/bin/kubefaas local examples/ --host $(HOST) --port $(PORT)
 
 ## Everything CI checks: lint, types, import layers, unit + API-server + local tiers.
-test: venv system-deps lint typecheck
+test: venv system-deps k8s-binaries lint typecheck
 	$(PY) -m pytest tests
 
 lint: venv
