@@ -272,7 +272,9 @@ class RuntimeApp:
             function_namespace=settings.function_namespace,
             function_version=settings.function_version,
             memory_limit_in_mb=settings.memory_mb,
-            invocation_type="async" if invocation_type == b"async" else "sync",
+            invocation_type="async"
+            if invocation_type in (b"async", b"Async", b"ASYNC")
+            else "sync",
             attempt=_to_int(attempt_header, 1) if attempt_header else 1,
             tmp_dir=settings.tmp_dir,
             deadline_ms=deadline_ms,
