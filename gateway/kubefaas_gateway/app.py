@@ -25,18 +25,27 @@ from kubefaas_gateway.autoscaler import LocalAutoscaler
 from kubefaas_gateway.backends.base import Backend
 from kubefaas_gateway.invoke import Invoker
 from kubefaas_gateway.metrics import Metrics
+from kubefaas_gateway.queue import InvocationQueue, make_queue
+from kubefaas_gateway.queue.metrics import AsyncMetrics
 from kubefaas_gateway.registry import FunctionRegistry
-from kubefaas_gateway.routers import health, metrics, stats
+from kubefaas_gateway.routers import admin, async_invoke, health, metrics, stats
 from kubefaas_gateway.routers.invoke import InvokeRoute
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.state import GatewayState
 from kubefaas_gateway.tracker import Tracker
+from kubefaas_gateway.workers import AsyncDelivery
 
 log = logging.getLogger("kubefaas.gateway")
 
 BackgroundTask = Callable[[GatewayState], Awaitable[None]]
 
-ROUTERS: tuple[APIRouter, ...] = (health.router, metrics.router, stats.router)
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    metrics.router,
+    stats.router,
+    async_invoke.router,
+    admin.router,
+)
 
 
 def _local_autoscaler(state: GatewayState) -> Awaitable[None]:
@@ -64,11 +73,13 @@ def create_app(
     *,
     tracker: Tracker | None = None,
     background: tuple[BackgroundTask, ...] = BACKGROUND_TASKS,
+    queue: InvocationQueue | None = None,
 ) -> FastAPI:
     """The gateway app over `backend`, serving the functions in `registry`.
 
     `tracker` lets a test drive the clock; `background` replaces the default background
-    tasks (tests that must not scale anything pass `()`).
+    tasks (tests that must not scale anything pass `()`); `queue` replaces the async queue
+    the settings choose (SQLite in `state_dir`, or Redis at `redis_url`).
     """
     tracker = tracker if tracker is not None else Tracker()
     state = GatewayState(
@@ -77,6 +88,20 @@ def create_app(
         backend=backend,
         tracker=tracker,
         metrics=Metrics(functions=lambda: registry, tracker=tracker, backend=backend),
+    )
+    if queue is None:
+        queue = make_queue(
+            state_dir=settings.state_dir,
+            redis_url=settings.redis_url,
+            record_ttl_seconds=settings.async_record_ttl_seconds,
+            redis_prefix=settings.redis_prefix,
+        )
+    delivery = AsyncDelivery(
+        settings=settings,
+        registry=registry,
+        tracker=tracker,
+        metrics=AsyncMetrics(state.metrics.registry),
+        queue=queue,
     )
 
     @contextlib.asynccontextmanager
@@ -92,6 +117,8 @@ def create_app(
                     session=state.session,
                     settings=settings,
                 )
+                # The async workers stop before the invoker and backend they run on.
+                await delivery.start(invoker=state.invoker, session=state.session)
                 loop = asyncio.get_running_loop()
                 state.tasks = [loop.create_task(_supervised(task, state)) for task in background]
                 state.ready = True
@@ -102,6 +129,7 @@ def create_app(
                     task.cancel()
                 await asyncio.gather(*state.tasks, return_exceptions=True)
                 state.tasks = []
+                await delivery.stop()
                 state.invoker = None
                 await backend.stop()
         finally:
@@ -116,6 +144,7 @@ def create_app(
         openapi_url=None,
     )
     app.state.gateway = state
+    app.state.async_delivery = delivery
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(InvokeRoute, state=state)

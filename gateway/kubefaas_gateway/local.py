@@ -33,11 +33,24 @@ EXIT_USAGE = 2
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
-def serve_local(directory: Path, *, host: str, port: int, state_dir: Path | None = None) -> int:
-    """Serve every valid Function in `directory` on host:port until stopped; exit status."""
+def serve_local(
+    directory: Path,
+    *,
+    host: str,
+    port: int,
+    state_dir: Path | None = None,
+    redis_url: str | None = None,
+) -> int:
+    """Serve every valid Function in `directory` on host:port until stopped; exit status.
+
+    Async invocations are kept in `<state_dir>/async-queue.sqlite3`, or in Redis when
+    `redis_url` (or `$KUBEFAAS_REDIS_URL`) is set.
+    """
     overrides: dict[str, object] = {"host": host, "port": port}
     if state_dir is not None:
         overrides["state_dir"] = state_dir
+    if redis_url is not None:
+        overrides["redis_url"] = redis_url
     settings = Settings(**overrides)  # type: ignore[arg-type]
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
 
@@ -168,7 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--port", type=int, help=f"default $KUBEFAAS_PORT or {DEFAULT_PORT}; 0 = any free port"
     )
-    parser.add_argument("--state-dir", type=Path, help="default $KUBEFAAS_STATE_DIR or .state")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="default $KUBEFAAS_STATE_DIR or .state; holds the async queue's SQLite file",
+    )
+    parser.add_argument(
+        "--redis-url", help="keep the async queue in Redis (default $KUBEFAAS_REDIS_URL)"
+    )
     args = parser.parse_args(argv)
     from_env = Settings()
     return serve_local(
@@ -176,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host=args.host if args.host is not None else from_env.host,
         port=args.port if args.port is not None else from_env.port,
         state_dir=args.state_dir,
+        redis_url=args.redis_url,
     )
 
 

@@ -156,12 +156,14 @@ class AsyncDelivery:
         self._wake_all = asyncio.Event()
         self.stats: tuple[QueueStats, ...] = ()
         self.started = False
+        self._opened = False
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self, *, invoker: Invoker, session: aiohttp.ClientSession) -> None:
         """Open the store and start the workers (called from the app's lifespan)."""
         await self.queue.open()
+        self._opened = True
         self._invoker = invoker
         self._session = session
         loop = asyncio.get_running_loop()
@@ -178,6 +180,8 @@ class AsyncDelivery:
         An attempt cut off here is not lost: its lease expires and it runs again.
         """
         self.started = False
+        if not self._opened:
+            return
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -196,6 +200,7 @@ class AsyncDelivery:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
         self._invoker = None
+        self._opened = False
         await self.queue.close()
 
     # -- accepting events -------------------------------------------------------------
