@@ -1,0 +1,617 @@
+"""Pure builders: a `Function` in, the plain dict of one Kubernetes object out.
+
+No I/O and no kopf here (an import-linter contract and a unit test keep it so): every
+decision about what a Function's children look like is made in this module and unit-tested
+by asserting on what it returns. `apply` sends the dicts; `reconcile` decides when.
+
+Children of Function ``<ns>/<name>``, all in ``<ns>``, all controlled by the Function
+(ownerReference controller=true, blockOwnerDeletion=true) so deleting it cascades:
+
+- ConfigMap ``<name>-code`` (only for inline code): one key a file.
+- Deployment ``<name>``: the runtime image, code mounted read-only, a private ``/tmp``.
+- Service ``<name>``: ClusterIP, port 80 -> the runtime's 8080, named ``http``.
+
+Deterministic names make a reconcile restarted half way converge to the same objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from kubefaas import limits, naming
+from kubefaas.api import API_VERSION, Function
+from kubefaas.quantity import mebibytes
+
+# Lambda gives a function one vCPU at 1,769 MB of memory and CPU in proportion below and
+# above it; the CPU *request* follows the same ratio so a busy node shares CPU the way a
+# user of those platforms expects. There is deliberately no CPU *limit*: CFS quotas
+# throttle in 100 ms periods, which turns a short burst (the init phase of a cold start, a
+# handler parsing a large body) into tail latency even on an idle node; the request already
+# guarantees each instance its share under contention.
+MEBIBYTES_PER_VCPU: Final = 1769
+MIN_CPU_MILLICORES: Final = 1
+
+# A fixed non-root identity (the "nonroot" user of distroless images): the runtime image
+# needs no user database entry, and files in the code ConfigMap are world-readable anyway.
+RUNTIME_UID: Final = 65532
+RUNTIME_GID: Final = 65532
+CODE_FILE_MODE: Final = 0o444
+
+# After SIGTERM the runtime fails readiness, keeps accepting for its drain grace (2 s),
+# then finishes in-flight calls, which may take up to the function's timeout. The kubelet
+# must not SIGKILL before that, so the grace period is the timeout plus this margin.
+DRAIN_GRACE_SECONDS: Final = 10
+# Readiness decides when a cold-started instance may receive traffic: probe often.
+READINESS_PERIOD_SECONDS: Final = 1
+READINESS_TIMEOUT_SECONDS: Final = 1
+READINESS_FAILURE_THRESHOLD: Final = 2
+
+SERVICE_PORT: Final = 80
+CONTAINER_NAME: Final = "function"
+CODE_VOLUME: Final = "code"
+TMP_VOLUME: Final = "tmp"
+# Old ReplicaSets are only kept for `kubectl rollout undo`; thousands of functions each
+# with ten of them would crowd the API server.
+REVISION_HISTORY_LIMIT: Final = 3
+PART_OF_LABEL: Final = "app.kubernetes.io/part-of"
+NAME_LABEL: Final = "app.kubernetes.io/name"
+PART_OF: Final = "kubefaas"
+
+# Ready condition reasons. The first group is derived from the Deployment, the second from
+# a Function the operator could not turn into children.
+CONDITION_READY: Final = "Ready"
+REASON_DEPLOYED: Final = "Deployed"
+REASON_SCALED_TO_ZERO: Final = "ScaledToZero"
+REASON_RUNNING: Final = "Running"
+REASON_DEPLOYMENT_MISSING: Final = "DeploymentMissing"
+REASON_ROLLOUT_STUCK: Final = "RolloutStuck"
+REASON_REPLICA_FAILURE: Final = "ReplicaFailure"
+DEPLOYMENT_REASONS: Final = frozenset(
+    {
+        REASON_DEPLOYED,
+        REASON_SCALED_TO_ZERO,
+        REASON_RUNNING,
+        REASON_DEPLOYMENT_MISSING,
+        REASON_ROLLOUT_STUCK,
+        REASON_REPLICA_FAILURE,
+    }
+)
+REASON_CODE_NOT_FOUND: Final = "CodeNotFound"
+REASON_HANDLER_NOT_FOUND: Final = "HandlerNotFound"
+REASON_UNKNOWN_RUNTIME: Final = "UnknownRuntime"
+REASON_INVALID_SPEC: Final = "InvalidSpec"
+REASON_NAME_CONFLICT: Final = "NameConflict"
+REASON_APPLY_FAILED: Final = "ApplyFailed"
+
+
+@dataclass(frozen=True)
+class NotReady:
+    """Why a Function cannot be (fully) deployed: becomes ``Ready=False`` with this reason.
+
+    `retry` says whether trying again later may help without the user changing the
+    Function (a ConfigMap about to be created, an API error) or not (an unknown runtime).
+    """
+
+    reason: str
+    message: str
+    retry: bool = False
+
+
+class UnknownRuntimeError(ValueError):
+    """`spec.runtime` has no image in the operator's runtime map."""
+
+    def __init__(self, runtime: str, known: list[str]) -> None:
+        self.runtime = runtime
+        self.known = known
+        shown = ", ".join(known) or "none"
+        super().__init__(
+            f"spec.runtime {runtime!r} has no image in this operator's runtime map "
+            f"(configured runtimes: {shown})"
+        )
+
+
+# --- identity -----------------------------------------------------------------------------
+
+
+def function_labels(fn: Function) -> dict[str, str]:
+    """Labels on every child and on the pods: how the gateway and `kubectl -l` find them."""
+    return {
+        naming.FUNCTION_LABEL: fn.name,
+        NAME_LABEL: fn.name,
+        naming.COMPONENT_LABEL: naming.FUNCTION_COMPONENT,
+        naming.MANAGED_BY_LABEL: naming.MANAGED_BY,
+        PART_OF_LABEL: PART_OF,
+    }
+
+
+def selector_labels(fn: Function) -> dict[str, str]:
+    """The Deployment's (immutable) selector and the Service's selector.
+
+    Only the identity labels: a Deployment selector can never change, so it holds nothing
+    that a later version might want to rename.
+    """
+    return {
+        naming.FUNCTION_LABEL: fn.name,
+        naming.COMPONENT_LABEL: naming.FUNCTION_COMPONENT,
+    }
+
+
+def owner_reference(fn: Function) -> dict[str, Any]:
+    """Makes the child garbage-collected with the Function and marks who reconciles it."""
+    if not fn.metadata.uid:
+        raise ValueError(f"Function {fn.key} has no metadata.uid: it was not read from the API")
+    return {
+        "apiVersion": API_VERSION,
+        "kind": limits.KIND,
+        "name": fn.name,
+        "uid": fn.metadata.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(fn: Function, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": fn.namespace,
+        "labels": function_labels(fn),
+        "ownerReferences": [owner_reference(fn)],
+    }
+
+
+# --- code and checksum --------------------------------------------------------------------
+
+
+def code_config_map(fn: Function) -> str:
+    """The name of the ConfigMap the pods mount: ours for inline code, else the user's."""
+    code = fn.spec.code
+    if code is not None and code.config_map is not None:
+        return code.config_map.name
+    return naming.code_config_map_name(fn.name)
+
+
+def pod_checksum(fn: Function, code: Mapping[str, str] | None) -> str:
+    """Hash of everything whose change must replace the running instances.
+
+    `code` is the files the pods will see (inline files, or the data of the referenced
+    ConfigMap). Code lives outside the pod template, so without this hash on the template
+    a code change would never roll the Deployment. Scaling and async settings are left
+    out: changing maxScale must not restart instances.
+    """
+    spec = fn.spec.model_dump(mode="json", by_alias=True, exclude={"scaling", "async_", "code"})
+    source = {"configMap": code_config_map(fn)} if fn.spec.runtime is not None else {}
+    payload = {"spec": spec, "codeSource": source, "code": dict(sorted((code or {}).items()))}
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def live_checksum(deployment: Mapping[str, Any] | None) -> str | None:
+    """The checksum a live Deployment's pod template carries, if any."""
+    if deployment is None:
+        return None
+    template_meta = deployment.get("spec", {}).get("template", {}).get("metadata", {})
+    value = (template_meta.get("annotations") or {}).get(naming.CODE_CHECKSUM_ANNOTATION)
+    return str(value) if value is not None else None
+
+
+def live_version(deployment: Mapping[str, Any] | None) -> int | None:
+    """``KUBEFAAS_FUNCTION_VERSION`` of a live Deployment's function container, if any."""
+    if deployment is None:
+        return None
+    containers = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+    for container in containers or []:
+        if container.get("name") != CONTAINER_NAME:
+            continue
+        for env in container.get("env") or []:
+            if env.get("name") == "KUBEFAAS_FUNCTION_VERSION":
+                text = str(env.get("value", ""))
+                return int(text) if text.isdigit() else None
+    return None
+
+
+def function_version(*, checksum: str, live: Mapping[str, Any] | None, generation: int) -> int:
+    """What ``context.function_version`` reports: the generation that last changed the pods.
+
+    A spec change that leaves the pods alone (maxScale, async retries) bumps the
+    Function's generation too; reporting it would put a new value in the pod template and
+    restart every instance for nothing. So the version only moves with the checksum.
+    """
+    version = live_version(live)
+    if version is not None and live_checksum(live) == checksum:
+        return version
+    return generation
+
+
+# --- objects ------------------------------------------------------------------------------
+
+
+def cpu_request(memory: str) -> str:
+    """CPU request in millicores for a memory size, at Lambda's MB-per-vCPU ratio."""
+    millicores = -(-mebibytes(memory) * 1000 // MEBIBYTES_PER_VCPU)
+    return f"{max(millicores, MIN_CPU_MILLICORES)}m"
+
+
+def resolve_image(fn: Function, image_for_runtime: Mapping[str, str]) -> str:
+    """`spec.image` as given, or the operator's image for `spec.runtime`."""
+    if fn.spec.image is not None:
+        return fn.spec.image
+    runtime = fn.spec.runtime
+    if runtime is None or runtime not in image_for_runtime:
+        raise UnknownRuntimeError(str(runtime), sorted(image_for_runtime))
+    return image_for_runtime[runtime]
+
+
+def runtime_env(fn: Function, *, version: int) -> list[dict[str, str]]:
+    """The launch contract of `kubefaas_runtime.config` (DESIGN §5)."""
+    spec = fn.spec
+    return [
+        {"name": "PORT", "value": str(limits.RUNTIME_PORT)},
+        {"name": "KUBEFAAS_CODE_DIR", "value": naming.CODE_MOUNT_PATH},
+        {"name": "KUBEFAAS_HANDLER", "value": spec.handler},
+        {"name": "KUBEFAAS_FUNCTION_NAME", "value": fn.name},
+        {"name": "KUBEFAAS_FUNCTION_NAMESPACE", "value": fn.namespace},
+        {"name": "KUBEFAAS_FUNCTION_VERSION", "value": str(version)},
+        {"name": "KUBEFAAS_EVENT_FORMAT", "value": spec.event_format},
+        {"name": "KUBEFAAS_TIMEOUT_SECONDS", "value": str(spec.timeout_seconds)},
+        {"name": "KUBEFAAS_MEMORY_MB", "value": str(mebibytes(spec.memory))},
+        {"name": "TMPDIR", "value": naming.TMP_MOUNT_PATH},
+    ]
+
+
+def shadowed_env(fn: Function) -> list[str]:
+    """Names in `spec.env` that the launch contract owns; they are left out of the pod.
+
+    Letting a user's ``PORT`` or ``KUBEFAAS_CODE_DIR`` win would break the runtime in ways
+    that look like platform bugs; the reconcile warns about them instead.
+    """
+    reserved = {item["name"] for item in runtime_env(fn, version=0)}
+    return [env.name for env in fn.spec.env if env.name in reserved]
+
+
+def build_config_map(fn: Function) -> dict[str, Any]:
+    """The ConfigMap holding inline code, one key a file (mounted at CODE_MOUNT_PATH)."""
+    code = fn.spec.code
+    if code is None or code.inline is None:
+        raise ValueError(f"Function {fn.key} has no inline code")
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _metadata(fn, naming.code_config_map_name(fn.name)),
+        "data": dict(code.inline),
+    }
+
+
+def _resources(fn: Function) -> dict[str, Any]:
+    memory = fn.spec.memory
+    tmp = fn.spec.tmp_size
+    return {
+        # Memory request = limit: the scheduler reserves what the instance may use, so a
+        # busy neighbour can never get it OOM-killed below its configured size.
+        "requests": {"cpu": cpu_request(memory), "memory": memory, "ephemeral-storage": tmp},
+        "limits": {"memory": memory, "ephemeral-storage": tmp},
+    }
+
+
+def _volumes(fn: Function) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = []
+    if fn.spec.runtime is not None:
+        volumes.append(
+            {
+                "name": CODE_VOLUME,
+                "configMap": {"name": code_config_map(fn), "defaultMode": CODE_FILE_MODE},
+            }
+        )
+    volumes.append({"name": TMP_VOLUME, "emptyDir": {"sizeLimit": fn.spec.tmp_size}})
+    return volumes
+
+
+def _mounts(fn: Function) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = []
+    if fn.spec.runtime is not None:
+        mounts.append({"name": CODE_VOLUME, "mountPath": naming.CODE_MOUNT_PATH, "readOnly": True})
+    mounts.append({"name": TMP_VOLUME, "mountPath": naming.TMP_MOUNT_PATH})
+    return mounts
+
+
+def _container(fn: Function, *, image: str, version: int) -> dict[str, Any]:
+    reserved = set(shadowed_env(fn))
+    user_env = [
+        {"name": env.name, "value": env.value} for env in fn.spec.env if env.name not in reserved
+    ]
+    return {
+        "name": CONTAINER_NAME,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent",
+        "ports": [
+            {
+                "name": naming.RUNTIME_PORT_NAME,
+                "containerPort": limits.RUNTIME_PORT,
+                "protocol": "TCP",
+            }
+        ],
+        "env": runtime_env(fn, version=version) + user_env,
+        "resources": _resources(fn),
+        "volumeMounts": _mounts(fn),
+        "readinessProbe": {
+            "httpGet": {"path": "/healthz", "port": limits.RUNTIME_PORT, "scheme": "HTTP"},
+            "periodSeconds": READINESS_PERIOD_SECONDS,
+            "timeoutSeconds": READINESS_TIMEOUT_SECONDS,
+            "failureThreshold": READINESS_FAILURE_THRESHOLD,
+            "successThreshold": 1,
+        },
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_UID,
+            "runAsGroup": RUNTIME_GID,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+
+
+def build_deployment(
+    fn: Function,
+    *,
+    image_for_runtime: Mapping[str, str],
+    replicas_hint: int | None,
+    checksum: str | None = None,
+    version: int | None = None,
+) -> dict[str, Any]:
+    """The Deployment running the Function's instances.
+
+    `replicas_hint` is the live Deployment's replica count (None when it does not exist):
+    replicas are the autoscaler's to set, so the result keeps it and only raises it to
+    `minScale`; a new Deployment starts at `minScale` (0 unless minScale > 0).
+    `checksum` defaults to the hash of the inline code; pass `pod_checksum(fn, files)` for
+    code in a user's ConfigMap. `version` defaults to the Function's generation.
+    Raises `UnknownRuntimeError` when the runtime has no image.
+    """
+    image = resolve_image(fn, image_for_runtime)
+    inline = fn.spec.code.inline if fn.spec.code is not None else None
+    checksum = checksum if checksum is not None else pod_checksum(fn, inline)
+    version = version if version is not None else (fn.metadata.generation or 1)
+    labels = function_labels(fn)
+    replicas = max(replicas_hint or 0, fn.spec.scaling.min_scale)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(fn, fn.name),
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": REVISION_HISTORY_LIMIT,
+            "selector": {"matchLabels": selector_labels(fn)},
+            # Never below the current capacity during a code rollout: a new instance must
+            # be ready before an old one goes.
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {
+                    "labels": labels,
+                    "annotations": {naming.CODE_CHECKSUM_ANNOTATION: checksum},
+                },
+                "spec": {
+                    "containers": [_container(fn, image=image, version=version)],
+                    "volumes": _volumes(fn),
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": fn.spec.timeout_seconds + DRAIN_GRACE_SECONDS,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": RUNTIME_UID,
+                        "runAsGroup": RUNTIME_GID,
+                        "fsGroup": RUNTIME_GID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                },
+            },
+        },
+    }
+
+
+def build_service(fn: Function) -> dict[str, Any]:
+    """ClusterIP Service, port 80 -> the runtime port, for in-cluster callers and probes."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(fn, fn.name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(fn),
+            "ports": [
+                {
+                    "name": naming.RUNTIME_PORT_NAME,
+                    "port": SERVICE_PORT,
+                    "targetPort": limits.RUNTIME_PORT,
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+def _deployment_condition(deployment: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for condition in deployment.get("status", {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            found: Mapping[str, Any] = condition
+            return found
+    return None
+
+
+def deployment_readiness(deployment: Mapping[str, Any] | None) -> tuple[bool, str, str]:
+    """(ready, reason, message) of a Function whose Deployment is as it should be."""
+    if deployment is None:
+        return False, REASON_DEPLOYMENT_MISSING, "the Deployment does not exist (yet)"
+    failure = _deployment_condition(deployment, "ReplicaFailure")
+    if failure is not None and failure.get("status") == "True":
+        return False, REASON_REPLICA_FAILURE, str(failure.get("message", "pods cannot be created"))
+    progressing = _deployment_condition(deployment, "Progressing")
+    if progressing is not None and progressing.get("status") == "False":
+        return False, REASON_ROLLOUT_STUCK, str(progressing.get("message", "rollout stuck"))
+    wanted = deployment.get("spec", {}).get("replicas")
+    wanted = 1 if wanted is None else int(wanted)
+    ready = int(deployment.get("status", {}).get("readyReplicas") or 0)
+    if wanted == 0:
+        return True, REASON_SCALED_TO_ZERO, "no instances; the next request starts one"
+    if ready > 0:
+        return True, REASON_RUNNING, f"{ready} of {wanted} instance(s) ready"
+    return True, REASON_DEPLOYED, f"deployed; waiting for {wanted} instance(s) to become ready"
+
+
+def _replicas(deployment: Mapping[str, Any] | None) -> tuple[int, int]:
+    status = (deployment or {}).get("status") or {}
+    return int(status.get("replicas") or 0), int(status.get("readyReplicas") or 0)
+
+
+def _ready_condition(
+    *,
+    ready: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    previous: Mapping[str, Any] | None,
+    now: str,
+) -> dict[str, Any]:
+    status = "True" if ready else "False"
+    # The transition time moves only when the status flips, as `kubectl wait` and humans
+    # reading "Ready since ..." expect.
+    since = now
+    if previous is not None and previous.get("status") == status:
+        since = str(previous.get("lastTransitionTime") or now)
+    condition: dict[str, Any] = {
+        "type": CONDITION_READY,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    return condition
+
+
+def ready_condition_of(status: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The Ready condition in a Function's status, if any."""
+    for condition in (status or {}).get("conditions") or []:
+        if condition.get("type") == CONDITION_READY:
+            found: Mapping[str, Any] = condition
+            return found
+    return None
+
+
+def _with_ready(previous: Mapping[str, Any] | None, ready: dict[str, Any]) -> list[Any]:
+    others = [c for c in (previous or {}).get("conditions") or [] if c.get("type") != "Ready"]
+    return [*others, ready]
+
+
+def build_status(
+    *,
+    fn: Function,
+    deployment: Mapping[str, Any] | None,
+    problem: NotReady | None,
+    gateway_url: str,
+    previous: Mapping[str, Any] | None,
+    now: str,
+) -> dict[str, Any]:
+    """The Function's status after a reconcile (the keys the operator owns).
+
+    `problem` is why the children could not be brought in line, if so; else readiness
+    follows the Deployment. `previous` is the current status (conditions other than Ready,
+    and `desiredReplicas`, belong to others and are kept). `now` is an RFC 3339 time.
+    """
+    if problem is not None:
+        ready, reason, message = False, problem.reason, problem.message
+    else:
+        ready, reason, message = deployment_readiness(deployment)
+    condition = _ready_condition(
+        ready=ready,
+        reason=reason,
+        message=message,
+        generation=fn.metadata.generation,
+        previous=ready_condition_of(previous),
+        now=now,
+    )
+    replicas, ready_replicas = _replicas(deployment)
+    status: dict[str, Any] = {
+        "conditions": _with_ready(previous, condition),
+        "replicas": replicas,
+        "readyReplicas": ready_replicas,
+        "url": naming.function_url(gateway_url, fn.namespace, fn.name),
+    }
+    if fn.metadata.generation is not None:
+        status["observedGeneration"] = fn.metadata.generation
+    return status
+
+
+def build_problem_status(
+    *,
+    previous: Mapping[str, Any] | None,
+    problem: NotReady,
+    generation: int | None,
+    now: str,
+) -> dict[str, Any]:
+    """The status of a Function that could not even be read as one (an invalid spec)."""
+    condition = _ready_condition(
+        ready=False,
+        reason=problem.reason,
+        message=problem.message,
+        generation=generation,
+        previous=ready_condition_of(previous),
+        now=now,
+    )
+    status: dict[str, Any] = {"conditions": _with_ready(previous, condition)}
+    if generation is not None:
+        status["observedGeneration"] = generation
+    return status
+
+
+def refresh_status(
+    *, previous: Mapping[str, Any] | None, deployment: Mapping[str, Any] | None, now: str
+) -> dict[str, Any]:
+    """The status after the Deployment alone changed (scaled, pods became ready).
+
+    Replica counts follow the Deployment. The Ready condition follows it too, unless it
+    holds a problem found by the last reconcile (CodeNotFound...): only a reconcile, which
+    knows the Function, may clear those.
+    """
+    replicas, ready_replicas = _replicas(deployment)
+    status: dict[str, Any] = {"replicas": replicas, "readyReplicas": ready_replicas}
+    current = ready_condition_of(previous)
+    if current is None or current.get("reason") in DEPLOYMENT_REASONS:
+        ready, reason, message = deployment_readiness(deployment)
+        generation = current.get("observedGeneration") if current is not None else None
+        condition = _ready_condition(
+            ready=ready,
+            reason=reason,
+            message=message,
+            generation=int(generation) if generation is not None else None,
+            previous=current,
+            now=now,
+        )
+        status["conditions"] = _with_ready(previous, condition)
+    return status
+
+
+def status_differs(current: Mapping[str, Any] | None, wanted: Mapping[str, Any]) -> bool:
+    """True when writing `wanted` would change what the user sees (times aside)."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {k: strip(v) for k, v in value.items() if k != "lastTransitionTime"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    current = current or {}
+    return any(strip(current.get(key)) != strip(value) for key, value in wanted.items())

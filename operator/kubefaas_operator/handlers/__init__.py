@@ -1,0 +1,16 @@
+"""kopf handlers, one module per trigger; each is thin and calls `reconcile`.
+
+`register_all` is the one place that knows every module, so `main` stays configuration.
+"""
+
+from __future__ import annotations
+
+import kopf
+
+from kubefaas_operator.handlers import children, function, lifecycle
+
+
+def register_all(registry: kopf.OperatorRegistry) -> None:
+    lifecycle.register(registry)
+    function.register(registry)
+    children.register(registry)

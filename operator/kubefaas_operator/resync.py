@@ -1,0 +1,128 @@
+"""The safety net: every few minutes, compare every Function with its children.
+
+The children watch repairs drift as it happens; this pass catches what a watch can miss
+(a child deleted while a stream was reconnecting, a Function left not ready). It costs
+four LIST calls whatever the number of Functions, and reconciles only the Functions that
+need it, so it is cheap enough to run often. It needs no finalizer, unlike a kopf timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from kubefaas import limits, naming
+from kubefaas.api import InvalidFunction
+from kubefaas_operator import builders, reconcile
+from kubefaas_operator.apply import FUNCTION_GROUP_VERSION
+from kubefaas_operator.context import OperatorContext
+from kubefaas_operator.handlers.children import CHILD_SELECTOR
+from kubefaas_operator.kube import cluster, namespaced
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+def _collection(context: OperatorContext, group_version: str, plural: str) -> list[str]:
+    namespaces = context.config.namespaces
+    if not namespaces:
+        return [cluster(group_version, plural)]
+    return [namespaced(group_version, plural, ns) for ns in namespaces]
+
+
+def _children(context: OperatorContext, group_version: str, plural: str) -> dict[Key, Any]:
+    found: dict[Key, Any] = {}
+    for path in _collection(context, group_version, plural):
+        for item in context.kube.list_all(path, label_selector=CHILD_SELECTOR):
+            parent = reconcile.parent_of(item)
+            if parent is not None:
+                found[parent] = item
+    return found
+
+
+def why_reconcile(
+    context: OperatorContext,
+    body: Mapping[str, Any],
+    *,
+    deployment: Mapping[str, Any] | None,
+    service: Mapping[str, Any] | None,
+    config_map: Mapping[str, Any] | None,
+) -> str | None:
+    """Why this Function needs a reconcile now, or None when all is in line."""
+    meta = body.get("metadata", {})
+    status = body.get("status") or {}
+    ready = builders.ready_condition_of(status)
+    if ready is None or ready.get("status") != "True":
+        return "not ready"
+    if status.get("observedGeneration") != meta.get("generation"):
+        return "status is behind the spec"
+    if deployment is None:
+        return "Deployment missing"
+    if service is None:
+        return "Service missing"
+    try:
+        fn = reconcile.parse(body)
+    except InvalidFunction:
+        return "invalid spec"
+    inline = fn.spec.code is not None and fn.spec.code.inline is not None
+    if inline and config_map is None:
+        return "code ConfigMap missing"
+    children = [("Deployment", deployment), ("Service", service)]
+    if config_map is not None:
+        children.append(("ConfigMap", config_map))
+    for kind, child in children:
+        found = reconcile.child_drift(kind, fn, child, context.config)
+        if found:
+            return f"{kind} drifted: {', '.join(found)}"
+    return None
+
+
+def _reconcile(context: OperatorContext, body: Mapping[str, Any]) -> reconcile.Outcome:
+    return reconcile.reconcile(context.kube, context.config, body)
+
+
+def resync_once(context: OperatorContext) -> list[tuple[Key, str]]:
+    """One pass; returns the Functions reconciled and why."""
+    functions: list[dict[str, Any]] = []
+    for path in _collection(context, FUNCTION_GROUP_VERSION, limits.PLURAL):
+        functions.extend(context.kube.list_all(path))
+    deployments = _children(context, "apps/v1", "deployments")
+    services = _children(context, "v1", "services")
+    config_maps = _children(context, "v1", "configmaps")
+    done: list[tuple[Key, str]] = []
+    for body in functions:
+        meta = body.get("metadata", {})
+        if meta.get("deletionTimestamp"):
+            continue
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        own_code = naming.code_config_map_name(key[1])
+        code_map = config_maps.get(key)
+        if code_map is not None and code_map["metadata"]["name"] != own_code:
+            code_map = None
+        why = why_reconcile(
+            context,
+            body,
+            deployment=deployments.get(key),
+            service=services.get(key),
+            config_map=code_map,
+        )
+        if why is None:
+            continue
+        logger.info("resync: reconciling Function %s/%s: %s", key[0], key[1], why)
+        context.observed("resync", functools.partial(_reconcile, context, body))
+        done.append((key, why))
+    return done
+
+
+async def run_forever(context: OperatorContext, *, interval: float) -> None:
+    """Run `resync_once` every `interval` seconds (in a thread: the client blocks)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(resync_once, context)
+        except Exception:  # the next pass may well succeed; never kill the operator
+            logger.exception("resync pass failed")
