@@ -224,7 +224,9 @@ class LocalBackend:
 
     def instances(self, fn: Function) -> list[Instance]:
         pool = self._pools.get(fn.key)
-        return list(pool.members) if pool is not None else []
+        if pool is None:
+            return []
+        return [member for member in pool.members if not member.stopping]
 
     def ready_count(self, fn: Function) -> int:
         pool = self._pools.get(fn.key)
