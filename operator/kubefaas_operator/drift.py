@@ -15,22 +15,31 @@ answers 409 and nothing is overwritten; the caller reads again and retries.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from kubefaas.quantity import parse_quantity
-
 QUANTITY_KEYS = frozenset({"cpu", "memory", "ephemeral-storage", "sizeLimit"})
 
 
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?)(m|[KMGTPE]i|[kMGTPE])?$")
+_FACTORS: dict[str | None, Decimal] = {
+    None: Decimal(1),
+    "m": Decimal("0.001"),
+    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate("kMGTPE")},
+    **{f"{s}i": Decimal(1024) ** (i + 1) for i, s in enumerate("KMGTPE")},
+}
+
+
 def _quantity(value: Any) -> Decimal | None:
-    text = str(value)
+    """A resource quantity's exact value ("500m" == "0.5", "1536Mi" == "1.5Gi")."""
+    match = _QUANTITY.match(str(value))
+    if match is None:
+        return None
     try:
-        if text.endswith("m"):
-            return Decimal(text[:-1]) / 1000
-        return Decimal(parse_quantity(text))
-    except (ValueError, InvalidOperation):
+        return Decimal(match.group(1)) * _FACTORS[match.group(2)]
+    except InvalidOperation:
         return None
 
 
