@@ -220,7 +220,7 @@ redis.call('HSET', rec, 'status', 'succeeded', 'result', ARGV[7], 'result_trunca
   'updated_at', now)
 redis.call('EXPIRE', rec, ARGV[9])
 redis.call('EXPIRE', att, ARGV[9])
-return 1
+return {redis.call('HGETALL', rec), redis.call('LRANGE', att, 0, -1)}
 """
 )
 
@@ -244,7 +244,7 @@ redis.call('HSET', rec, 'status', 'dead', 'error', ARGV[7], 'dead_reason', ARGV[
   'dead_message', ARGV[9], 'dead_at', now, 'updated_at', now)
 redis.call('ZADD', base .. ':dead', now, id)
 redis.call('ZADD', k('dead', fn), now, id)
-return 1
+return {redis.call('HGETALL', rec), redis.call('LRANGE', att, 0, -1)}
 """
 )
 
@@ -432,7 +432,7 @@ class RedisQueue(InvocationQueue):
             int(truncated),
             max(1, int(self.record_ttl_seconds)),
         )
-        return await self.get(lease.id) if done else None
+        return _record(lease.id, *done) if done else None
 
     async def retry(self, lease: Lease, *, now: float, error: AttemptError, at: float) -> bool:
         err = error.to_json()
@@ -468,7 +468,7 @@ class RedisQueue(InvocationQueue):
             reason,
             message,
         )
-        return await self.get(lease.id) if done else None
+        return _record(lease.id, *done) if done else None
 
     async def get(self, invocation_id: str) -> InvocationRecord | None:
         async with self.client.pipeline(transaction=True) as pipe:
