@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from kubefaas import limits
 from kubefaas_gateway.queue.base import RECORD_TTL_DEFAULT_SECONDS
@@ -148,3 +149,22 @@ class Settings(BaseSettings):
     callback_timeout_seconds: float = Field(default=10.0, gt=0)
     """`KUBEFAAS_CALLBACK_TIMEOUT_SECONDS`, default 10: per try, for `X-Callback-Url` and URL
     destinations (4 tries, then the failure is logged; the record is kept either way)."""
+
+    # -- in a cluster (`kubefaas gateway`) ------------------------------------------------
+
+    namespaces: Annotated[tuple[str, ...], NoDecode] = ()
+    """`KUBEFAAS_NAMESPACES`, default unset (every namespace): comma-separated namespaces
+    whose Functions the gateway serves and whose pods it routes to."""
+
+    scale_down: Literal["gateway", "operator"] = "gateway"
+    """`KUBEFAAS_SCALE_DOWN`, default `gateway`: who sets function replicas apart from the
+    gateway's own activation from zero. `gateway` runs the autoscaler's decider inside the
+    gateway (scale up, down and to zero; right for one gateway replica); `operator` leaves
+    it to the operator's autoscaler, which sums every gateway's `/internal/stats`."""
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value

@@ -1,0 +1,486 @@
+"""Function instances as pods in a Kubernetes cluster: `kubefaas gateway`.
+
+The operator turns each Function into a Deployment whose pods carry
+`naming.FUNCTION_LABEL`; this backend only reads what exists and, to activate a function
+scaled to zero, raises its Deployment from 0 to 1. It keeps two watches per namespace
+scope (every namespace, or each of `KUBEFAAS_NAMESPACES`):
+
+- Functions, feeding the `FunctionRegistry`: added, changed and deleted Functions are
+  served, re-read and forgotten; one the Python model rejects is logged and not served.
+- Function pods, feeding `discovery.Discovery` (the routing rules live there). New pods
+  are probed directly on `GET /healthz` until they answer 200, so a cold start does not
+  wait for the kubelet's readiness to reach the API server.
+
+Each watch lists first, then watches from the list's resourceVersion with bookmarks; when
+the API server answers 410 Gone (the version is too old) it lists again and reconciles, and
+on any other failure it reconnects with capped exponential backoff. `start` returns once
+every watch has listed, so the gateway is ready only when it knows its functions and pods.
+
+Activation: `acquire` for a function with no ready pod reads its Deployment's `/scale`;
+at 0 replicas it writes 1 with the read resourceVersion as a precondition (a conflict
+means someone else, the operator's autoscaler or another gateway, changed it: read again),
+and never lowers anything. All requests waiting for the same function share one such
+scale-up and wake together when a pod becomes ready.
+
+Concurrency: everything runs on the gateway's event loop. Watch handlers and probe results
+update `Discovery` synchronously (no await between reading and writing its state), so a
+request never sees half an update. Waiters sleep on a per-function event that is set and
+replaced on every change (a broadcast), then re-check the ready set themselves.
+
+The API server is reached through `kube.Kube` (a `KubeClient` unless a test passes a
+fake); the rules deciding what is served and routed live in `discovery`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from kubefaas import limits, naming
+from kubefaas.api import Function
+from kubefaas_gateway.backends.base import Acquired, Instance
+from kubefaas_gateway.discovery import Discovery, FunctionMirror, PodInstance, object_key, pod_view
+from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
+from kubefaas_gateway.kube import ApiError, Backoff, Kube, KubeClient, collection_path, status_error
+from kubefaas_gateway.registry import FunctionRegistry
+from kubefaas_gateway.settings import Settings
+from kubefaas_gateway.tracker import Tracker
+
+log = logging.getLogger("kubefaas.gateway.kubernetes")
+
+# Server-side watch timeouts are spread over [min, 2 x min) like client-go's reflector, so
+# many gateways do not all reconnect at the same moment.
+WATCH_TIMEOUT_MIN_SECONDS = 300
+# How long `start` waits for the first list of every watch.
+START_SYNC_TIMEOUT_SECONDS = 60.0
+# Probing a new pod starts at `instance_probe_interval_seconds` and slows down by this
+# factor up to the maximum: fast during a cold start, cheap for a pod that never comes up.
+PROBE_BACKOFF_FACTOR = 1.2
+PROBE_MAX_INTERVAL_SECONDS = 0.5
+PROBE_TIMEOUT_SECONDS = 1.0
+# A function still without a ready pod has its Deployment's scale read again this often
+# (someone may have scaled it back to zero meanwhile).
+ACTIVATION_RECHECK_SECONDS = 1.0
+ACTIVATION_CONFLICT_RETRIES = 5
+# Statuses that will not go away by retrying: fail at start, or tell the caller at once.
+FORBIDDEN_STATUSES = frozenset({401, 403})
+
+POD_SELECTOR = f"{naming.FUNCTION_LABEL},{naming.COMPONENT_LABEL}={naming.FUNCTION_COMPONENT}"
+
+
+def scale_path(fn: Function) -> str:
+    """The `/scale` subresource of the Deployment the operator named after `fn`."""
+    return collection_path("apps/v1", "deployments", fn.namespace, fn.name) + "/scale"
+
+
+# -- the backend ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Source:
+    """One list+watch: what it reads and where its results go."""
+
+    what: str
+    path: str
+    namespace: str | None
+    label_selector: str | None
+    resync: Callable[[list[dict[str, Any]]], None]
+    event: Callable[[str, dict[str, Any]], None]
+
+
+@dataclass(eq=False)
+class _Activation:
+    """The requests of one function waiting for a ready pod, and the scale-up they share."""
+
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    started: float = -math.inf
+    # Why the last scale-up cannot succeed (no permission); callers get a 503 with it.
+    refused: str | None = None
+    # The last scale-up found no Deployment (the operator has not created it yet).
+    missing: bool = False
+
+    def notify(self) -> None:
+        """Wake every current waiter; later waiters sleep on a fresh event."""
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+ProbeFn = Callable[[PodInstance], Awaitable[bool]]
+
+
+class KubernetesBackend:
+    """Routes to function pods and activates Deployments (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        registry: FunctionRegistry,
+        kube: Kube | None = None,
+        probe: ProbeFn | None = None,
+    ) -> None:
+        """`kube` defaults to a `KubeClient` connected at `start`; `probe` (one health
+        check of a pod, True on 200) defaults to `GET http://<podIP>:<port>/healthz`."""
+        self._settings = settings
+        self._registry = registry
+        self._functions = FunctionMirror(registry)
+        self._kube = kube
+        self._owns_kube = kube is None
+        self._probe_once = probe or self._http_probe
+        self._http_probing = probe is None
+        self._probe_session: aiohttp.ClientSession | None = None
+        self._tracker = Tracker()
+        self._discovery = Discovery()
+        self._activations: dict[str, _Activation] = {}
+        self._probes: dict[str, asyncio.Task[None]] = {}
+        self._watches: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    @property
+    def discovery(self) -> Discovery:
+        return self._discovery
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self, *, tracker: Tracker) -> None:
+        """Connect, list Functions and pods, and keep watching them."""
+        self._tracker = tracker
+        self._stopping = False
+        if self._kube is None:
+            self._kube = await KubeClient.connect()
+        if self._http_probing:
+            self._probe_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True, use_dns_cache=False),
+                timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS),
+            )
+        loop = asyncio.get_running_loop()
+        synced: list[asyncio.Future[None]] = []
+        for source in self._sources():
+            first_list: asyncio.Future[None] = loop.create_future()
+            synced.append(first_list)
+            self._watches.append(loop.create_task(self._run_watch(source, first_list)))
+        try:
+            async with asyncio.timeout(START_SYNC_TIMEOUT_SECONDS):
+                await asyncio.gather(*synced)
+        except BaseException as exc:
+            await self.stop()
+            if isinstance(exc, ApiError):
+                raise RuntimeError(
+                    f"the gateway cannot read from the Kubernetes API: {exc} (check the "
+                    "Function CRD is installed and the gateway's RBAC allows list/watch "
+                    "on functions.kubefaas.io and pods)"
+                ) from exc
+            if isinstance(exc, TimeoutError):
+                raise RuntimeError(
+                    f"the Kubernetes API did not answer within {START_SYNC_TIMEOUT_SECONDS:g}s"
+                ) from exc
+            raise
+        log.info(
+            "watching Functions and function pods in %s: %d function(s)",
+            ", ".join(self._settings.namespaces) or "all namespaces",
+            len(self._registry),
+        )
+
+    async def stop(self) -> None:
+        """Cancel watches, probes and scale-ups, release waiters, close the clients."""
+        self._stopping = True
+        tasks = [*self._watches, *self._probes.values()]
+        tasks += [a.task for a in self._activations.values() if a.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._watches = []
+        self._probes = {}
+        for activation in self._activations.values():
+            activation.notify()
+        if self._probe_session is not None:
+            await self._probe_session.close()
+            self._probe_session = None
+        if self._owns_kube and self._kube is not None:
+            await self._kube.close()
+            self._kube = None
+
+    def _sources(self) -> list[_Source]:
+        scopes: list[str | None] = list(self._settings.namespaces) or [None]
+        sources = []
+        for namespace in scopes:
+            sources.append(
+                _Source(
+                    what="Functions",
+                    path=collection_path(
+                        f"{limits.API_GROUP}/{limits.API_VERSION}", limits.PLURAL, namespace
+                    ),
+                    namespace=namespace,
+                    label_selector=None,
+                    resync=functools.partial(self._functions.resync, namespace=namespace),
+                    event=self._functions.event,
+                )
+            )
+            sources.append(
+                _Source(
+                    what="function pods",
+                    path=collection_path("v1", "pods", namespace),
+                    namespace=namespace,
+                    label_selector=POD_SELECTOR,
+                    resync=functools.partial(self._resync_pods, namespace=namespace),
+                    event=self._pod_event,
+                )
+            )
+        return sources
+
+    # -- the invoke path -------------------------------------------------------------------
+
+    async def acquire(self, fn: Function, deadline: float) -> Acquired:
+        chosen = self._discovery.choose(fn.key, self._tracker.instance_inflight)
+        if chosen is not None:
+            return Acquired(chosen, False)
+        return await self._wait_for_instance(fn, deadline)
+
+    async def _wait_for_instance(self, fn: Function, deadline: float) -> Acquired:
+        """Activate `fn` (shared with every concurrent caller) and wait for a ready pod."""
+        key = fn.key
+        activation = self._activations.get(key)
+        if activation is None:
+            activation = self._activations[key] = _Activation()
+        loop = asyncio.get_running_loop()
+        while True:
+            chosen = self._discovery.choose(key, self._tracker.instance_inflight)
+            if chosen is not None:
+                return Acquired(chosen, True)
+            if self._stopping:
+                raise NoCapacity("the gateway is shutting down")
+            idle = activation.task is None or activation.task.done()
+            if idle and activation.refused is not None:
+                raise NoCapacity(activation.refused)
+            if idle and loop.time() - activation.started >= ACTIVATION_RECHECK_SECONDS:
+                activation.started = loop.time()
+                activation.task = loop.create_task(self._scale_from_zero(fn, activation))
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                raise self._not_ready(fn, activation)
+            # Woken by a pod becoming ready or the scale-up finishing; otherwise look again
+            # after the recheck interval in case the function was scaled back to zero.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    activation.changed.wait(), min(remaining, ACTIVATION_RECHECK_SECONDS)
+                )
+
+    def _not_ready(self, fn: Function, activation: _Activation) -> Exception:
+        if activation.missing:
+            return NoCapacity(
+                f"function {fn.key} has no Deployment yet (is the kubefaas operator running?)"
+            )
+        return InvocationTimeout(
+            f"no instance of function {fn.key} became ready within its timeout "
+            f"({fn.spec.timeout_seconds}s)"
+        )
+
+    async def _scale_from_zero(self, fn: Function, activation: _Activation) -> None:
+        """Raise `fn`'s Deployment from 0 to 1 replica; leave any other count alone."""
+        assert self._kube is not None
+        path = scale_path(fn)
+        try:
+            for _ in range(ACTIVATION_CONFLICT_RETRIES):
+                scale = await self._kube.get(path)
+                activation.missing = False
+                replicas = int((scale.get("spec") or {}).get("replicas") or 0)
+                if replicas > 0:
+                    return  # pods are on their way (or stuck, which the deadline reports)
+                version = (scale.get("metadata") or {}).get("resourceVersion")
+                try:
+                    await self._kube.patch(
+                        path, {"metadata": {"resourceVersion": version}, "spec": {"replicas": 1}}
+                    )
+                except ApiError as exc:
+                    if exc.status == 409:
+                        continue  # changed since we read it: read again
+                    raise
+                log.info("activating %s: scaled its Deployment from 0 to 1", fn.key)
+                return
+            log.warning("activating %s: the scale kept changing under us", fn.key)
+        except asyncio.CancelledError:
+            raise
+        except ApiError as exc:
+            if exc.status == 404:
+                activation.missing = True
+            elif exc.status in FORBIDDEN_STATUSES:
+                activation.refused = (
+                    f"the gateway may not scale Deployment {fn.namespace}/{fn.name} to "
+                    f"activate function {fn.key}: {exc}"
+                )
+                log.error("%s", activation.refused)
+            else:
+                log.warning("activating %s failed: %s (retrying)", fn.key, exc)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            log.warning("activating %s failed: %s (retrying)", fn.key, exc)
+        finally:
+            activation.notify()
+
+    def evict(self, instance: Instance) -> None:
+        changed = self._discovery.evict(instance, time.monotonic())
+        if isinstance(instance, PodInstance):
+            self._changed(changed, [instance.uid])
+
+    # -- what the autoscaler and stats read --------------------------------------------------
+
+    def instances(self, fn: Function) -> list[Instance]:
+        return list(self._discovery.instances(fn.key))
+
+    def ready_count(self, fn: Function) -> int:
+        return len(self._discovery.ready(fn.key))
+
+    async def scale(self, fn: Function, replicas: int) -> None:
+        """Set `fn`'s Deployment to `replicas` through its `/scale` subresource."""
+        assert self._kube is not None
+        await self._kube.patch(scale_path(fn), {"spec": {"replicas": replicas}})
+
+    # -- watches ---------------------------------------------------------------------------
+
+    async def _run_watch(self, source: _Source, first_list: asyncio.Future[None]) -> None:
+        """List, then watch from the list's version, forever (see the module docstring)."""
+        assert self._kube is not None
+        backoff = Backoff()
+        version: str | None = None
+        where = source.namespace or "all namespaces"
+        while True:
+            try:
+                if version is None:
+                    items, version = await self._kube.list(
+                        source.path, label_selector=source.label_selector
+                    )
+                    source.resync(items)
+                    if not first_list.done():
+                        first_list.set_result(None)
+                timeout = random.randint(WATCH_TIMEOUT_MIN_SECONDS, 2 * WATCH_TIMEOUT_MIN_SECONDS)
+                async for event in self._kube.watch(
+                    source.path,
+                    resource_version=version,
+                    timeout_seconds=timeout,
+                    label_selector=source.label_selector,
+                ):
+                    kind = str(event.get("type"))
+                    obj = event.get("object") or {}
+                    if kind == "ERROR":
+                        raise status_error(obj)
+                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                    if kind != "BOOKMARK":
+                        self._handle(source, kind, obj)
+                    backoff.reset()
+            except asyncio.CancelledError:
+                raise
+            except ApiError as exc:
+                if exc.status == 410:
+                    log.info("watch of %s in %s expired; listing again", source.what, where)
+                    version = None
+                    continue
+                if not first_list.done() and exc.status in (*FORBIDDEN_STATUSES, 404):
+                    first_list.set_exception(exc)
+                    return
+                delay = backoff.next()
+                log.warning(
+                    "watch of %s in %s failed: %s; retrying in %.1fs",
+                    source.what,
+                    where,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                delay = backoff.next()
+                log.warning(
+                    "watch of %s in %s lost: %s; reconnecting in %.1fs",
+                    source.what,
+                    where,
+                    exc or type(exc).__name__,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    @staticmethod
+    def _handle(source: _Source, kind: str, obj: dict[str, Any]) -> None:
+        try:
+            source.event(kind, obj)
+        except Exception:  # one odd object must not stop the watch
+            log.exception("could not handle %s event for %s", kind, object_key(obj))
+
+    def _pod_event(self, kind: str, obj: dict[str, Any]) -> None:
+        view = pod_view(obj)
+        if view is None:
+            return
+        if kind == "DELETED":
+            changed = self._discovery.delete(view.uid)
+        elif kind in ("ADDED", "MODIFIED"):
+            changed = self._discovery.apply(view, time.monotonic())
+        else:
+            return
+        self._changed(changed, [view.uid])
+
+    def _resync_pods(self, items: list[dict[str, Any]], namespace: str | None) -> None:
+        views = [view for view in map(pod_view, items) if view is not None]
+        changed = self._discovery.resync(views, time.monotonic(), namespace=namespace)
+        self._changed(changed, [*self._probes, *self._discovery.to_probe()])
+
+    def _changed(self, keys: Iterable[str], uids: Iterable[str]) -> None:
+        """Wake the waiters of functions whose ready set changed; start or stop probes."""
+        for key in keys:
+            activation = self._activations.get(key)
+            if activation is not None:
+                activation.notify()
+        for uid in uids:
+            self._sync_probe(uid)
+
+    # -- probing ---------------------------------------------------------------------------
+
+    def _sync_probe(self, uid: str) -> None:
+        """Probe pod `uid` exactly while discovery says it needs one."""
+        running = self._probes.get(uid)
+        wanted = not self._stopping and self._discovery.needs_probe(uid)
+        if wanted and running is None:
+            instance = self._discovery.instance(uid)
+            if instance is not None:
+                task = asyncio.get_running_loop().create_task(self._probe(uid, instance))
+                self._probes[uid] = task
+        elif not wanted and running is not None:
+            del self._probes[uid]
+            running.cancel()
+
+    async def _probe(self, uid: str, instance: PodInstance) -> None:
+        """Probe until the pod answers 200, then route to it (cancelled when moot)."""
+        began = time.monotonic()
+        interval = self._settings.instance_probe_interval_seconds
+        try:
+            while not await self._probe_once(instance):
+                await asyncio.sleep(interval)
+                interval = min(interval * PROBE_BACKOFF_FACTOR, PROBE_MAX_INTERVAL_SECONDS)
+        finally:
+            if self._probes.get(uid) is asyncio.current_task():
+                del self._probes[uid]
+        log.info(
+            "pod %s of %s answered its health probe after %.0f ms",
+            instance.id,
+            instance.function_key,
+            (time.monotonic() - began) * 1000,
+        )
+        self._changed(self._discovery.probed(uid, time.monotonic()), [uid])
+
+    async def _http_probe(self, instance: PodInstance) -> bool:
+        assert self._probe_session is not None
+        url = URL.build(scheme="http", host=instance.host, port=instance.port, path="/healthz")
+        try:
+            async with self._probe_session.get(url) as response:
+                await response.read()
+                return response.status == 200
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            return False
