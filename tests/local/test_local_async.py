@@ -104,7 +104,7 @@ spec:
         def handler(event, context):
             with open(os.path.join(os.environ["COUNTS"], context.request_id), "a") as f:
                 f.write("x")
-            time.sleep(0.05)
+            time.sleep(event.get("sleep", 0.05))
             return {"n": event["n"]}
 ---
 apiVersion: kubefaas.io/v1alpha1
@@ -163,7 +163,7 @@ class Gateway:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "kubefaas_gateway.local", str(self.functions),
              "--host", "127.0.0.1", "--port", str(self.port), "--state-dir", str(self.state_dir)],
-            env={**os.environ, **self.env},
+            env=self.environment(),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -180,6 +180,11 @@ class Gateway:
                 pass
             time.sleep(0.05)
         pytest.fail(f"the gateway did not become ready:\n{self.log_tail()}", pytrace=False)
+
+    def environment(self) -> dict[str, str]:
+        """Hermetic: the caller's own KUBEFAAS_* settings never leak into the gateway."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("KUBEFAAS_")}
+        return {**inherited, **self.env}
 
     def kill9(self) -> None:
         """A crash: no shutdown code runs (its runtime children die with it)."""
@@ -476,6 +481,43 @@ def test_on_success_function_destination_receives_request_and_response(
     assert result["requestContext"]["condition"] == "Success"
     assert result["requestPayload"] == {"n": 21}
     assert result["responsePayload"] == {"doubled": 42}
+
+
+def test_metrics_count_attempts_retries_dead_letters_and_show_the_queue(
+    make_gateway: Callable[..., Gateway],
+) -> None:
+    gateway = make_gateway(max_retries=1)
+    gateway.wait_for(gateway.enqueue("flaky", {"key": "metrics", "failTimes": 5}), ("dead",))
+    gateway.wait_for(gateway.enqueue("echo", {}), ("succeeded",))
+
+    def sample(name: str, text: str | None = None, **labels: str) -> float | None:
+        for line in (text or gateway.get("/metrics").text).splitlines():
+            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+                return float(line.rsplit(" ", 1)[1])
+        return None
+
+    flaky = {"namespace": "default", "function": "flaky"}
+    assert sample("kubefaas_async_enqueued_total", **flaky) == 1
+    assert sample("kubefaas_async_attempts_total", outcome="function_error", **flaky) == 2
+    assert sample("kubefaas_async_retries_total", **flaky) == 1
+    assert sample("kubefaas_async_dead_letters_total", reason="retries_exhausted", **flaky) == 1
+    assert sample("kubefaas_async_attempts_total", outcome="succeeded", function="echo") == 1
+    assert sample("kubefaas_invocations_total", type="async", function="echo") == 1
+
+    # A backlog shows in the queue gauges: slow's events wait for its few async slots.
+    for n in range(30):
+        gateway.enqueue("slow", {"n": n, "sleep": 0.5})
+    deadline = time.monotonic() + 10
+    while True:
+        text = gateway.get("/metrics").text
+        depth = sample("kubefaas_async_queue_depth", text, function="slow")
+        if depth:
+            break
+        assert time.monotonic() < deadline, "the backlog never showed in the depth gauge"
+        time.sleep(0.05)
+    assert depth > 0
+    assert (sample("kubefaas_async_oldest_event_age_seconds", text, function="slow") or 0) > 0
+    assert sample("kubefaas_async_inflight_events", text, function="slow") is not None
 
 
 def _sqlite_records(gateway: Gateway) -> list[tuple[str, str]]:
