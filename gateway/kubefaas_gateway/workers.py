@@ -17,6 +17,12 @@ The outcome is recorded, then: success -> complete; failure -> `kubefaas.retry.d
 says retry at T or dead-letter. On the final outcome (success or dead letter) the caller's
 `X-Callback-Url` and the function's `onSuccess`/`onFailure` destination are notified,
 best-effort and after the record is stored, so a failed callback never loses the record.
+A function destination is enqueued as a new async invocation; a crash between storing the
+outcome and notifying can lose that notification (not the record): destinations are
+at-most-once, the event itself at-least-once.
+
+Events of a function that leaves the registry stay queued (they show in the queue
+gauges) and run if it comes back; they are not dead-lettered behind the user's back.
 """
 
 from __future__ import annotations
@@ -151,6 +157,8 @@ class AsyncDelivery:
         self._invoker: Invoker | None = None
         self._session: aiohttp.ClientSession | None = None
         self._dispatchers: dict[str, _Dispatcher] = {}
+        # Dispatchers of functions that left the registry, until their attempts finish.
+        self._retired: list[_Dispatcher] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._notifications: set[asyncio.Task[None]] = set()
         self._wake_all = asyncio.Event()
@@ -186,8 +194,9 @@ class AsyncDelivery:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        dispatchers = list(self._dispatchers.values())
+        dispatchers = [*self._dispatchers.values(), *self._retired]
         self._dispatchers.clear()
+        self._retired = []
         for dispatcher in dispatchers:
             dispatcher.stop_leasing()
         await asyncio.gather(
@@ -250,6 +259,8 @@ class AsyncDelivery:
             for key in self._dispatchers.keys() - known:
                 gone = self._dispatchers.pop(key)
                 gone.stop_leasing()  # its queued events wait for the function to return
+                self._retired.append(gone)
+            self._retired = [d for d in self._retired if d.busy]
             self._wake_all.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_all.wait(), interval)
@@ -558,6 +569,10 @@ class _Dispatcher:
 
     def stop_leasing(self) -> None:
         self._loop_task.cancel()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._running)
 
     async def drain(self, grace_seconds: float) -> None:
         await asyncio.gather(self._loop_task, return_exceptions=True)
