@@ -17,7 +17,9 @@ Usage::
         [--kind sync|async|both] [--client auto|wrk|aiohttp]
 
 Prints one line per measurement and a summary table; with ``--runs`` > 1 the median
-run is reported.
+run is reported. Besides req/s, it reports the runtime's CPU time per request (from
+/proc): on a shared or busy machine req/s mostly measures the neighbours, while CPU per
+request does not, and 1e6 / (CPU us per request) is what one free core would serve.
 """
 
 from __future__ import annotations
@@ -52,6 +54,20 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    cpu_us_per_request: float = float("nan")
+    """CPU time the runtime process spent per request (Linux): unlike req/s, this does
+    not depend on what else the machine is running, and 1e6 / it is the req/s one fully
+    available core would serve."""
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux), NaN elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
@@ -141,6 +157,7 @@ def _wrk(url: str, connections: int, seconds: float) -> Result:
         return float(match.group(1)) * _UNITS_MS[match.group(2)]
 
     rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    total = re.search(r"(\d+) requests in", output)
     errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     socket_errors = re.search(r"Socket errors:.*", output)
     if rate is None:
@@ -150,6 +167,7 @@ def _wrk(url: str, connections: int, seconds: float) -> Result:
         p50_ms=latency("50"),
         p99_ms=latency("99"),
         errors=(int(errors.group(1)) if errors else 0) + (1 if socket_errors else 0),
+        requests=int(total.group(1)) if total else 0,
     )
 
 
@@ -184,6 +202,7 @@ async def _aiohttp_load(url: str, connections: int, seconds: float) -> Result:
         p50_ms=latencies[len(latencies) // 2] * 1000,
         p99_ms=latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000,
         errors=errors,
+        requests=len(latencies),
     )
 
 
@@ -200,8 +219,8 @@ def _aiohttp(url: str, connections: int, seconds: float) -> Result:
         str(seconds),
     ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    rps, p50, p99, errors = output.split()
-    return Result(float(rps), float(p50), float(p99), int(errors))
+    rps, p50, p99, errors, requests = output.split()
+    return Result(float(rps), float(p50), float(p99), int(errors), int(requests))
 
 
 # --- main ---------------------------------------------------------------------------
@@ -234,7 +253,9 @@ def main() -> None:
 
     if args.load_url:  # child mode of the aiohttp fallback
         result = asyncio.run(_aiohttp_load(args.load_url, args.connections, args.duration))
-        print(result.requests_per_second, result.p50_ms, result.p99_ms, result.errors)
+        print(
+            result.requests_per_second, result.p50_ms, result.p99_ms, result.errors, result.requests
+        )
         return
     if not 1 <= args.connections <= 1024 or not 1 <= args.duration <= 120:
         parser.error("keep the load bounded: 1-1024 connections, 1-120 s")
@@ -258,7 +279,11 @@ def main() -> None:
                 process, url = _start_runtime(kind, Path(workdir))
                 try:
                     load(url, 8, 1.0)  # warm up: threads started, code paths hot
+                    cpu_before = _cpu_seconds(process.pid)
                     busy = load(url, args.connections, args.duration)
+                    cpu = _cpu_seconds(process.pid) - cpu_before
+                    if busy.requests:
+                        busy.cpu_us_per_request = cpu / busy.requests * 1e6
                     idle = load(url, 1, max(1.0, args.duration / 2))
                 finally:
                     _stop(process)
@@ -267,7 +292,8 @@ def main() -> None:
                 print(
                     f"{kind:5} run {run + 1}: {busy.requests_per_second:9.0f} req/s at "
                     f"{args.connections} conns (p50 {busy.p50_ms:.2f} ms, p99 "
-                    f"{busy.p99_ms:.2f} ms); 1 conn p50 {idle.p50_ms:.3f} ms, "
+                    f"{busy.p99_ms:.2f} ms, runtime CPU {busy.cpu_us_per_request:.1f} us/req); "
+                    f"1 conn p50 {idle.p50_ms:.3f} ms, "
                     f"p99 {idle.p99_ms:.3f} ms, {idle.requests_per_second:.0f} req/s; "
                     f"errors {busy.errors + idle.errors}"
                 )
@@ -275,14 +301,16 @@ def main() -> None:
 
     print()
     print(
-        f"| handler | req/s at {args.connections} conns | p50 | p99 | "
-        "p50 at 1 conn | p99 at 1 conn |"
+        f"| handler | req/s at {args.connections} conns | p50 | p99 | runtime CPU/req "
+        "| req/s per free core | p50 at 1 conn | p99 at 1 conn |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for kind, busy, idle in summary:
         print(
             f"| {kind} | {busy.requests_per_second:,.0f} | {busy.p50_ms:.2f} ms | "
-            f"{busy.p99_ms:.2f} ms | {idle.p50_ms:.3f} ms | {idle.p99_ms:.3f} ms |"
+            f"{busy.p99_ms:.2f} ms | {busy.cpu_us_per_request:.1f} us | "
+            f"{1e6 / busy.cpu_us_per_request:,.0f} | "
+            f"{idle.p50_ms:.3f} ms | {idle.p99_ms:.3f} ms |"
         )
     if len(summary) and statistics.fmean(b.errors for _, b, _ in summary) > 0:
         print("warning: some requests failed; see the per-run lines")

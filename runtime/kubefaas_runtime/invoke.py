@@ -12,6 +12,12 @@ be interrupted at all.
 
 Nothing a handler raises escapes: exceptions, ``SystemExit`` and ``KeyboardInterrupt``
 all become a 500 reply, because an instance must never be taken down by one call.
+
+How one call is awaited: a single future, the call's *outcome*, is settled by whichever
+comes first, the handler finishing (from its thread or task) or the deadline timer.
+The request waits on that future alone. This is on the path of every invocation, and
+each extra future or callback in between costs an event-loop iteration (about 4 us of
+CPU per call measured through uvicorn), so there is nothing else.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 from kubefaas_runtime.context import Context
@@ -33,17 +38,38 @@ log = logging.getLogger(LOGGER_NAME)
 
 ToReply = Callable[[Any], Reply]
 
+_TIMED_OUT = object()
+"""Result of an outcome settled by the deadline timer."""
 
-class _Escaped(Exception):
-    """Carries a SystemExit/KeyboardInterrupt out of a handler task.
 
-    asyncio re-raises those two from a task straight into the event loop, which would
-    stop the server; wrapped in an ordinary exception they stay inside the task.
-    """
+class _Call:
+    """One handler call in flight: settles its outcome once, by result or by deadline."""
 
-    def __init__(self, original: BaseException) -> None:
-        super().__init__(original)
-        self.original = original
+    __slots__ = ("abandoned", "invoker", "outcome", "task")
+
+    def __init__(self, invoker: Invoker, outcome: asyncio.Future[Any]) -> None:
+        self.invoker = invoker
+        self.outcome = outcome
+        self.abandoned = False
+        self.task: asyncio.Task[None] | None = None
+
+    def finish(self, result: Any, error: BaseException | None) -> None:
+        """The handler returned or raised (called on the loop thread)."""
+        if self.abandoned:
+            self.invoker._forget(self)
+        elif not self.outcome.done():
+            if error is None:
+                self.outcome.set_result(result)
+            else:
+                self.outcome.set_exception(error)
+
+    def expire(self) -> None:
+        """The deadline passed first: answer now, let the handler run on unobserved."""
+        if self.outcome.done():
+            return
+        self.outcome.set_result(_TIMED_OUT)
+        self.abandoned = True
+        self.invoker._abandon(self)
 
 
 def _call_sync(handler: Handler, event: Any, context: Context) -> Any:
@@ -55,38 +81,15 @@ def _call_sync(handler: Handler, event: Any, context: Context) -> Any:
         REQUEST_ID.reset(token)
 
 
-async def _call_async(awaitable: Awaitable[Any]) -> Any:
+async def _call_async(call: _Call, awaitable: Awaitable[Any]) -> None:
+    # Everything is caught: asyncio re-raises SystemExit/KeyboardInterrupt from a task
+    # straight into the event loop, which would stop the server.
     try:
-        return await awaitable
-    except (SystemExit, KeyboardInterrupt) as exc:
-        raise _Escaped(exc) from exc
-
-
-def _wake(waiter: asyncio.Future[None], *_: object) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
-
-
-async def _finished_within(
-    future: asyncio.Future[Any], seconds: float, loop: asyncio.AbstractEventLoop
-) -> bool:
-    """Wait for ``future`` at most ``seconds`` without cancelling it.
-
-    A leaner ``asyncio.wait({future}, timeout=...)``: one waiter future and one timer,
-    no sets; this sits on the path of every invocation.
-    """
-    if future.done():
-        return True
-    waiter: asyncio.Future[None] = loop.create_future()
-    timer = loop.call_later(seconds, _wake, waiter)
-    wake = partial(_wake, waiter)
-    future.add_done_callback(wake)
-    try:
-        await waiter
-    finally:
-        timer.cancel()
-        future.remove_done_callback(wake)
-    return future.done()
+        result = await awaitable
+    except BaseException as exc:
+        call.finish(None, exc)
+    else:
+        call.finish(result, None)
 
 
 class Invoker:
@@ -105,54 +108,60 @@ class Invoker:
         self._threads = threads
         self._loop = loop
         self._to_reply = to_reply
-        self.abandoned = 0
+        self._abandoned: set[_Call] = set()
+
+    @property
+    def abandoned(self) -> int:
         """Calls answered 504 whose handler is still running."""
+        return len(self._abandoned)
 
     async def invoke(self, event: Any, context: Context, budget: float) -> Reply:
         """Run the handler with ``budget`` seconds left before the deadline."""
         if budget <= 0:
             return timeout_reply(0.0)
+        call = _Call(self, self._loop.create_future())
         if self._is_async:
             try:
                 awaitable = self._function(event, context)
             except BaseException as exc:  # e.g. a wrong signature
                 return _failed(exc, context)
-            return await self._run_async(awaitable, context, budget)
-        future = self._threads.submit(self._loop, _call_sync, self._function, event, context)
-        if not await _finished_within(future, budget, self._loop):
-            self._abandon(future, context, budget)
-            return timeout_reply(budget)
+            self._start_task(call, awaitable, context)
+        else:
+            self._threads.submit(
+                self._loop, call.finish, _call_sync, self._function, event, context
+            )
+        return await self._settle(call, context, budget)
+
+    async def _settle(self, call: _Call, context: Context, budget: float) -> Reply:
+        timer = self._loop.call_later(budget, call.expire)
         try:
-            result = future.result()
-        except BaseException as exc:  # SystemExit from a handler included
-            return _failed(exc, context)
+            result = await call.outcome
+        except BaseException as exc:
+            if call.outcome.cancelled():  # this request itself is being cancelled
+                raise
+            return _failed(exc, context)  # the handler's exception, SystemExit included
+        finally:
+            timer.cancel()
+        if result is _TIMED_OUT:
+            return self._timed_out(call, context, budget)
         if inspect.iscoroutine(result):
             # A sync wrapper around an async function: finish it on the loop.
+            follow_up = _Call(self, self._loop.create_future())
+            self._start_task(follow_up, result, context)
             remaining = context.get_remaining_time_in_millis() / 1000
-            return await self._run_async(result, context, remaining)
+            return await self._settle(follow_up, context, remaining)
         return self._to_reply(result)
 
-    async def _run_async(self, awaitable: Awaitable[Any], context: Context, budget: float) -> Reply:
+    def _start_task(self, call: _Call, awaitable: Awaitable[Any], context: Context) -> None:
         token = REQUEST_ID.set(context.request_id)  # copied into the task's context
         try:
-            task = self._loop.create_task(_call_async(awaitable))
+            call.task = self._loop.create_task(_call_async(call, awaitable))
         finally:
             REQUEST_ID.reset(token)
-        if not await _finished_within(task, budget, self._loop):
-            task.cancel()
-            self._abandon(task, context, budget)
-            return timeout_reply(budget)
-        try:
-            result = task.result()
-        except _Escaped as exc:
-            return _failed(exc.original, context)
-        except BaseException as exc:  # a handler may even raise CancelledError
-            return _failed(exc, context)
-        return self._to_reply(result)
 
-    def _abandon(self, future: asyncio.Future[Any], context: Context, budget: float) -> None:
-        self.abandoned += 1
-        future.add_done_callback(self._abandoned_done)
+    def _timed_out(self, call: _Call, context: Context, budget: float) -> Reply:
+        if call.task is not None:
+            call.task.cancel()
         log.warning(
             "invocation timed out",
             extra={
@@ -161,12 +170,14 @@ class Invoker:
                 "abandoned": self.abandoned,
             },
         )
+        return timeout_reply(budget)
 
-    def _abandoned_done(self, future: asyncio.Future[Any]) -> None:
-        self.abandoned -= 1
-        # Retrieve the outcome so asyncio does not report it as never retrieved.
-        if not future.cancelled():
-            future.exception()
+    def _abandon(self, call: _Call) -> None:
+        # Holding the call holds its task too: asyncio keeps only weak references.
+        self._abandoned.add(call)
+
+    def _forget(self, call: _Call) -> None:
+        self._abandoned.discard(call)
 
 
 def _failed(exc: BaseException, context: Context) -> Reply:

@@ -3,8 +3,8 @@
 ``loop.run_in_executor`` with a ``ThreadPoolExecutor`` costs about as much CPU as the
 rest of an invocation: a ``concurrent.futures.Future`` with its condition variable, the
 chaining of that future onto an asyncio one, and several lock round trips per call. The
-runtime needs less: hand a call to an idle thread, and have the thread resolve an
-asyncio future on the loop with one ``call_soon_threadsafe``. That halves the CPU per
+runtime needs less: hand a call to an idle thread, and have the thread report the
+outcome to the loop with one ``call_soon_threadsafe``. That halves the CPU per
 trivial sync invocation, which is the figure the gateway's benchmark sees.
 
 Threads start on demand up to ``max_threads`` and are daemon threads: a handler that
@@ -20,24 +20,17 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+OnDone = Callable[[Any, BaseException | None], None]
+"""Called on the loop with ``(result, None)`` or ``(None, exception)``."""
 
-
-def _set_result(future: asyncio.Future[Any], result: Any) -> None:
-    if not future.done():
-        future.set_result(result)
-
-
-def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
+_Job = tuple[asyncio.AbstractEventLoop, OnDone, Callable[..., Any], tuple[Any, ...]]
 
 
 class HandlerThreads:
-    """Runs blocking calls in worker threads and resolves asyncio futures with the result.
+    """Runs blocking calls in worker threads and reports each outcome on the event loop.
 
-    Exceptions of every kind, ``SystemExit`` included, are delivered to the future rather
-    than raised in the worker, so a handler cannot end a worker thread or the process.
+    Exceptions of every kind, ``SystemExit`` included, are reported rather than raised in
+    the worker, so a handler cannot end a worker thread or the process.
     """
 
     def __init__(self, *, max_threads: int, name: str = "kubefaas-handler") -> None:
@@ -54,25 +47,27 @@ class HandlerThreads:
         self._closed = False
 
     def submit(
-        self, loop: asyncio.AbstractEventLoop, function: Callable[..., Any], *args: Any
-    ) -> asyncio.Future[Any]:
-        """Run ``function(*args)`` in a worker; the returned future is resolved on ``loop``."""
+        self,
+        loop: asyncio.AbstractEventLoop,
+        on_done: OnDone,
+        function: Callable[..., Any],
+        *args: Any,
+    ) -> None:
+        """Run ``function(*args)`` in a worker, then ``on_done`` on ``loop`` with the outcome."""
         if self._closed:
             raise RuntimeError("the handler thread pool is closed")
-        future: asyncio.Future[Any] = loop.create_future()
-        self._jobs.put((loop, future, function, args))
+        self._jobs.put((loop, on_done, function, args))
         with self._lock:
             if self._idle:
                 self._idle -= 1
-                return future
+                return
             if len(self._threads) >= self._max_threads:
-                return future
+                return
             thread = threading.Thread(
                 target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True
             )
             self._threads.append(thread)
         thread.start()
-        return future
 
     @property
     def size(self) -> int:
@@ -91,19 +86,19 @@ class HandlerThreads:
             job = jobs.get()
             if job is None:
                 return
-            loop, future, function, args = job
+            loop, on_done, function, args = job
             del job
             try:
                 result = function(*args)
-            except BaseException as exc:  # delivered to the caller, never raised here
+            except BaseException as exc:  # reported to the caller, never raised here
                 # RuntimeError: the loop is closed, nobody is waiting any more.
                 with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_set_exception, future, exc)
+                    loop.call_soon_threadsafe(on_done, None, exc)
                 del exc
             else:
                 with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_set_result, future, result)
+                    loop.call_soon_threadsafe(on_done, result, None)
                 del result
-            del loop, future, function, args
+            del loop, on_done, function, args
             with self._lock:
                 self._idle += 1
