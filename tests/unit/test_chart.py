@@ -251,11 +251,22 @@ def test_operator_is_restarted_when_its_loop_hangs_and_exposes_metrics() -> None
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
 
 
-def test_operator_options_become_arguments() -> None:
-    objects = render("operator.watchNamespaces={team-a,team-b}", "operator.verbose=true")
+def test_watched_namespaces_reach_the_operator_and_the_gateway() -> None:
+    objects = render("watchNamespaces={team-a,team-b}", "operator.verbose=true")
     spec = container(find(objects, "Deployment", "kubefaas-operator"), "operator")
     assert spec["args"] == ["--namespace=team-a", "--namespace=team-b", "--verbose"]
+    gateway = env_of(container(find(objects, "Deployment", "kubefaas-gateway"), "gateway"))
+    assert gateway["KUBEFAAS_NAMESPACES"] == "team-a,team-b"
     assert "args" not in container(find(render(), "Deployment", "kubefaas-operator"), "operator")
+    gateway = env_of(container(find(render(), "Deployment", "kubefaas-gateway"), "gateway"))
+    assert "KUBEFAAS_NAMESPACES" not in gateway
+
+
+def test_only_the_operator_sets_replicas() -> None:
+    """Two autoscalers writing replicas would fight; the gateway only activates from zero."""
+    for sets in ((), REDIS):
+        gateway = find(render(*sets), "Deployment", "kubefaas-gateway")
+        assert env_of(container(gateway, "gateway"))["KUBEFAAS_SCALE_DOWN"] == "operator"
 
 
 def test_extra_runtime_images_join_the_default_one() -> None:
@@ -508,7 +519,7 @@ def test_values_of_the_wrong_type_or_out_of_bounds_are_refused() -> None:
     assert "/gateway/service/port" in render_error("gateway.service.port=70000")
     assert "/operator/verbose" in render_error("operator.verbose=maybe")
     assert "/operator/resources/requests/cpu" in render_error("operator.resources.requests.cpu=x")
-    assert "/operator/watchNamespaces" in render_error("operator.watchNamespaces={Bad_Name}")
+    assert "/watchNamespaces" in render_error("watchNamespaces={Bad_Name}")
 
 
 def _undocumented_keys(node: yaml.Node, lines: list[str], path: str = "") -> Iterator[str]:
