@@ -4,8 +4,8 @@
 rest of an invocation: a ``concurrent.futures.Future`` with its condition variable, the
 chaining of that future onto an asyncio one, and several lock round trips per call. The
 runtime needs less: hand a call to an idle thread, and have the thread report the
-outcome to the loop with one ``call_soon_threadsafe``. That halves the CPU per
-trivial sync invocation, which is the figure the gateway's benchmark sees.
+outcome to the loop with one ``call_soon_threadsafe``. Measured in-process, that took
+the runtime's own CPU per trivial sync invocation from about 37 to 23 us.
 
 Threads start on demand up to ``max_threads`` and are daemon threads: a handler that
 overran its deadline cannot be stopped, and must not keep the process alive at exit.
