@@ -614,6 +614,12 @@ def test_network_policies_and_service_monitor_only_when_enabled() -> None:
         assert [p["name"] for s in services for p in s["spec"]["ports"]] == [port], component
 
 
+def test_function_policies_follow_the_watched_namespaces_by_default() -> None:
+    objects = render("networkPolicy.enabled=true", "watchNamespaces={team-b}")
+    policy = find(objects, "NetworkPolicy", "kubefaas-functions")
+    assert policy["metadata"]["namespace"] == "team-b"
+
+
 def test_function_pods_admit_only_the_gateway_on_the_runtime_port() -> None:
     objects = render(*ALL_FEATURES)
     policy = next(
