@@ -14,7 +14,7 @@ Two measurements per handler kind, both bounded in time and loopback-only:
 Usage::
 
     python bench/runtime_direct.py [--duration 10] [--connections 64] [--runs 1]
-        [--kind sync|async|both] [--client auto|wrk|aiohttp]
+        [--kind sync|async|both] [--baseline] [--client auto|wrk|aiohttp]
 
 Prints one line per measurement and a summary table; with ``--runs`` > 1 the median
 run is reported. Besides req/s, it reports the runtime's CPU time per request (from
@@ -46,6 +46,24 @@ HANDLERS = {
     "sync": 'def handler(event, context):\n    return {"ok": True}\n',
     "async": 'async def handler(event, context):\n    return {"ok": True}\n',
 }
+
+# ``--baseline``: the ceiling of one Python HTTP hop (DESIGN §11), a raw ASGI app that
+# answers the same body on uvicorn configured as the runtime configures it. It answers
+# /healthz like any path, so the readiness wait below works for it too.
+BASELINE_APP = """
+import os, uvicorn
+BODY = b'{"ok":true}'
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"11")]
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+uvicorn.run(app, host="127.0.0.1", port=int(os.environ["PORT"]), loop="uvloop",
+            http="httptools", ws="none", lifespan="off", interface="asgi3",
+            access_log=False, log_level="warning", proxy_headers=False, server_header=False)
+"""
 
 
 @dataclass
@@ -86,7 +104,7 @@ def _pin(cpu: int) -> list[str]:
 def _start_runtime(kind: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     code = workdir / kind
     code.mkdir(parents=True, exist_ok=True)
-    (code / "main.py").write_text(HANDLERS[kind])
+    (code / "main.py").write_text(HANDLERS.get(kind, ""))
     port = _free_port()
     env = {
         **os.environ,
@@ -99,8 +117,9 @@ def _start_runtime(kind: str, workdir: Path) -> tuple[subprocess.Popen[bytes], s
         "TMPDIR": str(workdir / "tmp"),
         "KUBEFAAS_DRAIN_GRACE_SECONDS": "0",
     }
+    command = ["-c", BASELINE_APP] if kind == "baseline" else ["-m", "kubefaas_runtime"]
     process = subprocess.Popen(
-        [*_pin(0), sys.executable, "-m", "kubefaas_runtime"],
+        [*_pin(0), sys.executable, *command],
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -247,6 +266,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--kind", choices=["sync", "async", "both"], default="both")
+    parser.add_argument(
+        "--baseline", action="store_true", help="also measure a raw ASGI app on uvicorn"
+    )
     parser.add_argument("--client", choices=["auto", "wrk", "aiohttp"], default="auto")
     parser.add_argument("--load-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -264,6 +286,8 @@ def main() -> None:
     client_name = "wrk" if use_wrk else "aiohttp"
     load = _wrk if use_wrk else _aiohttp
     kinds = ["sync", "async"] if args.kind == "both" else [args.kind]
+    if args.baseline:
+        kinds.append("baseline")
     load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     pinned = "runtime on CPU 0, client on CPU 1" if _pin(0) else "not pinned"
     print(
@@ -290,7 +314,7 @@ def main() -> None:
                 busy_runs.append(busy)
                 idle_runs.append(idle)
                 print(
-                    f"{kind:5} run {run + 1}: {busy.requests_per_second:9.0f} req/s at "
+                    f"{kind:8} run {run + 1}: {busy.requests_per_second:9.0f} req/s at "
                     f"{args.connections} conns (p50 {busy.p50_ms:.2f} ms, p99 "
                     f"{busy.p99_ms:.2f} ms, runtime CPU {busy.cpu_us_per_request:.1f} us/req); "
                     f"1 conn p50 {idle.p50_ms:.3f} ms, "
