@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,12 +40,12 @@ from kubefaas_gateway.tracker import Tracker
 
 log = logging.getLogger("kubefaas.gateway.autoscaler")
 
-# Per-function depth of the async queue (events waiting, not leased). The async queue
-# provides it; until it is wired, nothing is queued.
-QueueDepths = Callable[[], Awaitable[Mapping[str, int]]]
+# Per-function depth of the async queue (events waiting, not leased), as the async
+# delivery last read it: a cheap synchronous read, so the tick never waits on the store.
+QueueDepths = Callable[[], Mapping[str, int]]
 
 
-async def no_queued_events() -> Mapping[str, int]:
+def no_queued_events() -> Mapping[str, int]:
     """The `QueueDepths` of a gateway without an async queue."""
     return {}
 
@@ -98,8 +98,8 @@ def read_signals(
 class LocalAutoscaler:
     """Decides and applies replicas for every function of the registry, every tick.
 
-    `decisions` and `queued` keep the last tick's results for `/internal/stats` and the
-    metrics; `tick()` runs one round and is what tests call.
+    `decisions` keeps the last tick's results for `/internal/stats` and the metrics;
+    `tick()` runs one round and is what tests call.
     """
 
     def __init__(
@@ -141,7 +141,7 @@ class LocalAutoscaler:
     async def tick(self) -> dict[str, Decision]:
         """Decide every function now and start applying the changes."""
         try:
-            self.queued = dict(await self._queue_depths())
+            self.queued = dict(self._queue_depths())
         except Exception as exc:  # the queue being down must not stop scaling
             log.warning("could not read the async queue depth: %s", exc)
         # From here to the end of the loop nothing suspends: the decisions and the tasks

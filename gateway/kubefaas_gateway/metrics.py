@@ -32,13 +32,10 @@ COLD_START_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 class ScalingReport(Protocol):
-    """What the local autoscaler last decided and read (`autoscaler.LocalAutoscaler`)."""
+    """What the local autoscaler last decided (`autoscaler.LocalAutoscaler`)."""
 
     @property
     def decisions(self) -> Mapping[str, Decision]: ...
-
-    @property
-    def queued(self) -> Mapping[str, int]: ...
 
 
 class _LoadCollector(Collector):
@@ -80,11 +77,6 @@ class _LoadCollector(Collector):
             "stable or panic window.",
             labels=[*labels, "window"],
         )
-        queued = GaugeMetricFamily(
-            "kubefaas_queued_events",
-            "Async events waiting in the queue, as the autoscaler last read it.",
-            labels=labels,
-        )
         desired = GaugeMetricFamily(
             "kubefaas_desired_replicas",
             "Instances the autoscaler last decided on (local mode).",
@@ -103,7 +95,6 @@ class _LoadCollector(Collector):
             average.add_metric([*names, "stable"], stable)
             average.add_metric([*names, "panic"], panic)
             if report is not None:
-                queued.add_metric(names, report.queued.get(fn.key, 0))
                 decision = report.decisions.get(fn.key)
                 if decision is not None:
                     desired.add_metric(names, decision.replicas)
@@ -111,7 +102,6 @@ class _LoadCollector(Collector):
         yield pending
         yield instances
         yield average
-        yield queued
         yield desired
 
 
@@ -160,6 +150,9 @@ class Metrics:
         )
         # The local autoscaler, once the app runs one: its decisions become gauges.
         self.scaling: ScalingReport | None = None
+        # Per-function async queue depth (events waiting), a scaling signal: the app sets
+        # it once the async queue exists; until then nothing is queued.
+        self.queue_depths: Callable[[], Mapping[str, int]] = dict
         self.registry.register(
             _LoadCollector(
                 functions=functions,

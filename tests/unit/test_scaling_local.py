@@ -86,7 +86,7 @@ class World:
     def __post_init__(self) -> None:
         self.tracker = Tracker(clock=self.clock)
 
-        async def depths() -> Mapping[str, int]:
+        def depths() -> Mapping[str, int]:
             return self.queued
 
         self.autoscaler = LocalAutoscaler(
@@ -185,7 +185,7 @@ async def test_a_request_arriving_during_a_scale_to_zero_keeps_the_instance() ->
 async def test_a_failing_queue_does_not_stop_scaling() -> None:
     world = World(function())
 
-    async def broken() -> Mapping[str, int]:
+    def broken() -> Mapping[str, int]:
         raise ConnectionError("queue unavailable")
 
     world.autoscaler = LocalAutoscaler(

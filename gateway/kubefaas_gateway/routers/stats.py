@@ -38,7 +38,7 @@ async def stats(
 ) -> dict[str, Any]:
     now = tracker.now()
     report = metrics.scaling
-    queued = report.queued if report is not None else {}
+    queued = metrics.queue_depths()
     functions: dict[str, Any] = {}
     for fn in registry:
         entry = read_signals(tracker, fn.key, queued=queued.get(fn.key, 0), now=now).to_json()
