@@ -43,7 +43,7 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy kubefaas operator/kubefaas_operator gateway/kubefaas_gateway runtime/kubefaas_runtime cluster/kubefaas_cluster
 
-unit: venv
+unit: venv k8s-binaries
 	$(PY) -m pytest tests/unit
 
 ## Regenerate crds/ from the Python model (a test fails when they differ).
