@@ -323,6 +323,27 @@ async def test_async_handler_runs_on_the_loop(make_runtime: Make) -> None:
     assert second["thread"] == "MainThread"
 
 
+async def test_a_sync_wrapper_around_an_async_handler_still_works(make_runtime: Make) -> None:
+    runtime = await make_runtime(
+        """
+        import asyncio
+
+        def traced(function):
+            def wrapper(event, context):  # a decorator that hides the coroutine function
+                return function(event, context)
+            return wrapper
+
+        @traced
+        async def handler(event, context):
+            await asyncio.sleep(0)
+            return {"wrapped": True}
+        """
+    )
+    response = await runtime.invoke({})
+    assert response.status_code == 200
+    assert response.json() == {"wrapped": True}
+
+
 async def test_sync_handler_runs_in_a_worker_thread(make_runtime: Make) -> None:
     runtime = await make_runtime(
         """
