@@ -159,7 +159,13 @@ class KubernetesBackend:
         self._tracker = tracker
         self._stopping = False
         if self._kube is None:
-            self._kube = await KubeClient.connect()
+            try:
+                self._kube = await KubeClient.connect()
+            except Exception as exc:  # the loaders raise several types, all fatal here
+                raise RuntimeError(
+                    "no Kubernetes API to talk to: not in a pod with a service account, "
+                    f"and no usable kubeconfig ($KUBECONFIG or ~/.kube/config): {exc}"
+                ) from exc
         if self._http_probing:
             self._probe_session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(force_close=True, use_dns_cache=False),
@@ -175,6 +181,9 @@ class KubernetesBackend:
             async with asyncio.timeout(START_SYNC_TIMEOUT_SECONDS):
                 await asyncio.gather(*synced)
         except BaseException as exc:
+            for first_list in synced:  # several watches may have failed; one is reported
+                if first_list.done() and not first_list.cancelled():
+                    first_list.exception()
             await self.stop()
             if isinstance(exc, ApiError):
                 raise RuntimeError(
