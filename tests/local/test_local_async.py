@@ -32,7 +32,7 @@ import httpx
 import pytest
 
 from kubefaas import dlq, limits
-from tests.redis_server import RedisServer, redis_server
+from tests.redis_server import RedisServer, redis_server, start_redis
 
 __all__ = ["redis_server"]
 
@@ -581,6 +581,23 @@ def test_admin_routes_need_the_token(make_gateway: Callable[..., Gateway]) -> No
     refused = unset.admin("GET", "/system/dead-letters")
     assert refused.status_code == 403
     assert "KUBEFAAS_ADMIN_TOKEN" in refused.json()["error"]["message"]
+
+
+@pytest.mark.redis
+def test_no_202_when_the_queue_cannot_store_the_event(
+    make_gateway: Callable[..., Gateway], tmp_path: Path
+) -> None:
+    server = start_redis(tmp_path / "own-redis")
+    try:
+        gateway = make_gateway(KUBEFAAS_REDIS_URL=server.url)
+        assert gateway.post("/async-function/echo", json={}).status_code == 202
+    finally:
+        server.stop()
+    response = gateway.post("/async-function/echo", json={})
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert error["type"] == "NoCapacity"
+    assert "could not store" in error["message"]
 
 
 EVENTS_UNDER_KILL = 200

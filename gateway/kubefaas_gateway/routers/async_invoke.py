@@ -17,20 +17,24 @@ turns any `InvocationError` raised by a route or a dependency into that response
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from kubefaas_gateway.dependencies import StateDep
 from kubefaas_gateway.errors import (
     BadRequest,
     FunctionNotFound,
+    InternalError,
     InvocationError,
     InvocationNotFound,
     NoCapacity,
@@ -40,6 +44,8 @@ from kubefaas_gateway.errors import (
 from kubefaas_gateway.routers.invoke import forward_headers
 from kubefaas_gateway.state import GatewayState
 from kubefaas_gateway.workers import AsyncDelivery
+
+log = logging.getLogger("kubefaas.gateway.async")
 
 CALLBACK_HEADER = "x-callback-url"
 # Credentials checked at the door and never written to the queue, plus the callback URL
@@ -54,11 +60,16 @@ class GatewayRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
+            invocation_id = str(request.path_params.get("invocation_id", ""))
             try:
                 return await handler(request)
             except InvocationError as error:
-                invocation_id = str(request.path_params.get("invocation_id", ""))
                 return error_json(error, invocation_id)
+            except (HTTPException, RequestValidationError):
+                raise  # FastAPI answers these itself (e.g. a bad query parameter: 422)
+            except Exception:
+                log.exception("%s %s failed inside the gateway", request.method, request.url.path)
+                return error_json(InternalError("internal gateway error"), invocation_id)
 
         return handle
 
@@ -134,14 +145,20 @@ async def _accept(
             state.invoker.record_rejected(fn, error.status, "async")
         return error_json(error, invocation_id)
     stored = {name.lower(): value for name, value in headers if name.lower() not in _NOT_STORED}
-    await delivery.submit(
-        fn,
-        b"".join(chunks),
-        headers=stored,
-        query=request.scope["query_string"].decode("latin-1"),
-        callback_url=callback_url,
-        invocation_id=invocation_id,
-    )
+    try:
+        await delivery.submit(
+            fn,
+            b"".join(chunks),
+            headers=stored,
+            query=request.scope["query_string"].decode("latin-1"),
+            callback_url=callback_url,
+            invocation_id=invocation_id,
+        )
+    except Exception as exc:
+        # No 202 without a stored event: the caller learns to try again.
+        log.exception("could not store async invocation %s of %s", invocation_id, fn.key)
+        unavailable = NoCapacity(f"the async queue could not store the event ({exc}); retry")
+        return error_json(unavailable, invocation_id)
     return JSONResponse(
         {"invocationId": invocation_id},
         status_code=202,
