@@ -428,14 +428,21 @@ class AsyncDelivery:
     # -- notifications ----------------------------------------------------------------
 
     def _notify(self, final: _Final) -> None:
-        destination = final.fn.spec.async_.on_success if final.succeeded else None
-        if not final.succeeded:
-            destination = final.fn.spec.async_.on_failure
+        config = final.fn.spec.async_
+        destination = config.on_success if final.succeeded else config.on_failure
         if final.lease.callback_url is None and destination is None:
             return
-        task = asyncio.get_running_loop().create_task(self._deliver(final, destination))
+        task = asyncio.get_running_loop().create_task(self._notify_all(final, destination))
         self._notifications.add(task)
         task.add_done_callback(self._notifications.discard)
+
+    async def _notify_all(self, final: _Final, destination: Destination | None) -> None:
+        try:
+            await self._deliver(final, destination)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("notifications for async invocation %s failed", final.record.id)
 
     async def _deliver(self, final: _Final, destination: Destination | None) -> None:
         status = "succeeded" if final.succeeded else "failed"
