@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from kubefaas_gateway.breaker import Breaker, InstanceBreakers, QueueFull
 from kubefaas_gateway.errors import InvocationTimeout, error_response
+from kubefaas_gateway.tracker import Tracker
 
 
 def soon(seconds: float) -> float:
@@ -250,3 +251,47 @@ async def test_instance_breakers_forget_a_breaker_whose_only_waiter_gave_up() ->
     hold.set()
     await task
     assert len(breakers) == 0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(callers=st.lists(_caller, min_size=1, max_size=10))
+def test_invoke_path_slot_and_tracker_counts_never_leak(
+    callers: list[tuple[float, float, float, float | None, bool]],
+) -> None:
+    """The composition the invoker uses: wait for a slot counted as pending, then run
+    counted as in flight; whatever ends each call, every count returns to zero."""
+
+    async def scenario() -> None:
+        tracker = Tracker()
+        breakers = InstanceBreakers(queue_depth=3)
+        key = "default/fn"
+
+        async def call(delay: float, hold: float, budget: float, fails: bool) -> None:
+            await asyncio.sleep(delay)
+            async with (
+                breakers.slot(
+                    "i-1",
+                    capacity=1,
+                    deadline=time.time() + budget,
+                    waiting=tracker.hold(key),
+                ),
+                tracker.track(key, "i-1"),
+            ):
+                assert tracker.inflight(key) <= 1
+                await asyncio.sleep(hold)
+                if fails:
+                    raise ValueError("handler error")
+
+        tasks = []
+        for delay, hold, budget, cancel_after, fails in callers:
+            task = asyncio.create_task(call(delay, hold, budget, fails))
+            tasks.append(task)
+            if cancel_after is not None:
+                asyncio.get_running_loop().call_later(cancel_after, task.cancel)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert tracker.inflight(key) == 0
+        assert tracker.pending(key) == 0
+        assert tracker.instance_inflight("i-1") == 0
+        assert len(breakers) == 0
+
+    asyncio.run(scenario())
