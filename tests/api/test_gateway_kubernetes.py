@@ -35,9 +35,11 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from kubefaas import limits, naming
 from kubefaas.api import parse_function
+from kubefaas_cluster.binaries import BinaryCache
 from kubefaas_cluster.pytest_plugin import KubeApi
 from kubefaas_gateway.app import create_app
 from kubefaas_gateway.backends.kubernetes import KubernetesBackend
@@ -47,6 +49,7 @@ from kubefaas_operator.builders import build_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "function.yaml"
+CHART = ROOT / "charts" / "kubefaas"
 WAIT_SECONDS = 30.0
 POLL_SECONDS = 0.1
 # Keeps a deleted test pod terminating (deletionTimestamp set) until the test lets go.
@@ -231,10 +234,16 @@ class Gateway:
 
 @contextlib.asynccontextmanager
 async def gateway(
-    kube_api: KubeApi, ns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    kube_api: KubeApi,
+    ns: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    kubeconfig: Path | None = None,
 ) -> AsyncIterator[Gateway]:
-    """The real app and Kubernetes backend, configured from `$KUBECONFIG`, watching `ns`."""
-    monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig))
+    """The real app and Kubernetes backend, configured from `$KUBECONFIG` (the cluster
+    admin's unless `kubeconfig` is given), watching `ns`."""
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig or kube_api.kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     settings = Settings(state_dir=tmp_path / "state", namespaces=(ns,))
     registry = FunctionRegistry()
@@ -431,3 +440,62 @@ def test_kubefaas_gateway_serves_the_cluster_and_stops_on_sigterm(
             release_pod(kube_api, ns, "greeter-pod")
     # Nothing but the activation path may touch replicas in operator mode.
     assert replicas(kube_api, ns, "greeter") == 0
+
+
+def service_account_kubeconfig(kube_api: KubeApi, ns: str, account: str, path: Path) -> Path:
+    """A kubeconfig for the API server that authenticates as ServiceAccount `account`."""
+    token = kube_api.kubectl("create", "token", account, "-n", ns, "--duration=1h").stdout
+    admin = yaml.safe_load(kube_api.kubeconfig.read_text(encoding="utf-8"))
+    cluster = admin["clusters"][0]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": account, "user": {"token": token.strip()}}],
+        "contexts": [{"name": account, "context": {"cluster": cluster["name"], "user": account}}],
+        "current-context": account,
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
+
+
+def render_gateway_role(kube_api: KubeApi, release: str) -> str:
+    """The gateway's ClusterRole exactly as `helm install` would create it."""
+    version = kube_api.kubectl_json("version")["serverVersion"]["gitVersion"]
+    helm = BinaryCache.default().binary("helm")
+    return subprocess.run(
+        [
+            str(helm), "template", release, str(CHART), "--kube-version", version,
+            "--show-only", "templates/gateway-clusterrole.yaml",
+        ],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+
+
+async def test_the_gateway_needs_no_more_than_the_rbac_the_chart_grants_it(
+    kube_api: KubeApi, ns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = f"gw-{uuid.uuid4().hex[:8]}"
+    rendered = render_gateway_role(kube_api, release)
+    role = yaml.safe_load(rendered)
+    assert role["kind"] == "ClusterRole"
+    kube_api.kubectl("create", "serviceaccount", "gateway", "-n", ns)
+    kube_api.apply(rendered)
+    kube_api.kubectl(
+        "create", "clusterrolebinding", release, f"--clusterrole={role['metadata']['name']}",
+        f"--serviceaccount={ns}:gateway",
+    )  # fmt: skip
+    try:
+        fn = apply_function(kube_api, ns, "guarded", timeoutSeconds=1)
+        deploy_like_the_operator(kube_api, fn)
+        kubeconfig = service_account_kubeconfig(kube_api, ns, "gateway", tmp_path / "sa.yaml")
+        async with gateway(kube_api, ns, tmp_path, monkeypatch, kubeconfig=kubeconfig) as gw:
+            # Listing and watching Functions and pods worked, or the app would not start.
+            assert f"{ns}/guarded" in gw.registry
+            response = await gw.client.post(f"/function/{ns}/guarded", json={})
+        # 504, not 503: the scale-up was allowed (a refused one answers 503 at once).
+        assert response.status_code == 504, response.text
+        assert replicas(kube_api, ns, "guarded") == 1
+    finally:
+        kube_api.kubectl("delete", "clusterrolebinding", release, check=False)
+        kube_api.kubectl("delete", "clusterrole", role["metadata"]["name"], check=False)
