@@ -615,6 +615,21 @@ async def test_a_refused_scale_up_fails_fast(backend: KubernetesBackend, kube: F
     assert time.monotonic() - started < 1.0
 
 
+async def test_a_scale_up_refused_earlier_is_tried_again_once_allowed(
+    backend: KubernetesBackend, kube: FakeKube
+) -> None:
+    fn = the_function(backend)
+    kube.set_scale("hello", 0)
+    kube.refuse = ApiError(403, "Forbidden", "cannot get deployments/scale")
+    with pytest.raises(NoCapacity):
+        await backend.acquire(fn, time.time() + WAIT)
+    kube.refuse = None  # the missing RBAC rule was added
+    await asyncio.sleep(1.1)
+    with pytest.raises(InvocationTimeout):
+        await backend.acquire(fn, time.time() + 0.3)
+    assert kube.scales[scale_path(fn)]["spec"]["replicas"] == 1
+
+
 async def test_scale_sets_the_deployment_replicas(
     backend: KubernetesBackend, kube: FakeKube
 ) -> None:

@@ -106,8 +106,10 @@ class _Activation:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     started: float = -math.inf
-    # Why the last scale-up cannot succeed (no permission); callers get a 503 with it.
+    # Why the last scale-up was refused (no permission) and when: callers get a 503 with
+    # it for one recheck interval, after which the next request tries again.
     refused: str | None = None
+    refused_at: float = -math.inf
     # The last scale-up found no Deployment (the operator has not created it yet).
     missing: bool = False
 
@@ -271,10 +273,16 @@ class KubernetesBackend:
             if self._stopping:
                 raise NoCapacity("the gateway is shutting down")
             idle = activation.task is None or activation.task.done()
-            if idle and activation.refused is not None:
+            now = loop.time()
+            if (
+                idle
+                and activation.refused is not None
+                and now - activation.refused_at < ACTIVATION_RECHECK_SECONDS
+            ):
                 raise NoCapacity(activation.refused)
-            if idle and loop.time() - activation.started >= ACTIVATION_RECHECK_SECONDS:
-                activation.started = loop.time()
+            if idle and now - activation.started >= ACTIVATION_RECHECK_SECONDS:
+                activation.refused = None
+                activation.started = now
                 activation.task = loop.create_task(self._scale_from_zero(fn, activation))
             remaining = deadline - time.time()
             if remaining <= 0:
@@ -329,6 +337,7 @@ class KubernetesBackend:
                     f"the gateway may not scale Deployment {fn.namespace}/{fn.name} to "
                     f"activate function {fn.key}: {exc}"
                 )
+                activation.refused_at = asyncio.get_running_loop().time()
                 log.error("%s", activation.refused)
             else:
                 log.warning("activating %s failed: %s (retrying)", fn.key, exc)
