@@ -64,5 +64,18 @@ cluster-up: venv
 cluster-down: venv
 	$(PY) -m kubefaas_cluster down
 
+## The operator, gateway and runtime images, built without Docker (cached by their inputs)
+## and imported into the local node if it runs. `make cluster-up` builds and imports them too.
+images: venv
+	$(PY) -m kubefaas_cluster images
+
+## End to end against $KUBECONFIG if set, else the local cluster, which is brought up first.
+## Not part of `make test`.
+e2e: venv
+ifeq ($(KUBECONFIG),)
+	$(MAKE) cluster-up
+endif
+	$(PY) -m pytest e2e
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .state

@@ -1,4 +1,4 @@
-"""Command line: ``python -m kubefaas_cluster {build,up,down,status,kubeconfig,smoke}``.
+"""Command line: ``python -m kubefaas_cluster {build,up,down,status,kubeconfig,smoke,images}``.
 
 The Makefile targets ``k8s-binaries``, ``cluster-up`` and ``cluster-down`` call this, and
 the pytest fixture uses the same `LocalCluster`, so a developer's cluster and a test
@@ -8,10 +8,11 @@ session's cluster are started the same way.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
-from kubefaas_cluster import binaries
+from kubefaas_cluster import appimages, binaries, images
 from kubefaas_cluster.binaries import BinaryCache, BuildError, MissingBinary
 from kubefaas_cluster.cluster import DEFAULT_TIMEOUT_SECONDS, ClusterError, LocalCluster
 from kubefaas_cluster.layout import default_cluster_dir
@@ -34,12 +35,48 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="start the cluster (reuses what already runs)")
     up.add_argument("--api-only", action="store_true", help="etcd + API server + controllers")
     up.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_SECONDS)
+    up.add_argument(
+        "--no-images", action="store_true", help="do not build and import the kubefaas images"
+    )
     down = commands.add_parser("down", help="stop every process the cluster started")
     down.add_argument("--purge", action="store_true", help="also delete the cluster directory")
     commands.add_parser("status", help="list the components and their PIDs")
     commands.add_parser("kubeconfig", help="print the admin kubeconfig path")
     commands.add_parser("smoke", help="run a memory-limited pod on the full cluster")
+    build_images = commands.add_parser(
+        "images",
+        help="build the kubefaas images (cached by their inputs); import them if the node runs",
+    )
+    build_images.add_argument(
+        "--rebuild", action="store_true", help="ignore cached wheels, layers and archives"
+    )
+    build_images.add_argument(
+        "component", nargs="*", help=f"any of {', '.join(appimages.COMPONENTS)} (default: all)"
+    )
     return parser
+
+
+def _images(cluster: LocalCluster, *, components: list[str], rebuild: bool) -> None:
+    """Build, print what was built, and import into the local node when it runs."""
+    built = appimages.ImageBuilder.default().build(
+        components or appimages.COMPONENTS, rebuild=rebuild
+    )
+    for image in built:
+        layers = " + ".join(f"{size / 1024**2:.1f}" for size in image.layer_sizes)
+        how = "built" if image.built else "cached"
+        print(
+            f"{image.reference:46} {image.size / 1024**2:6.1f} MiB ({layers} MiB) "
+            f"{how} in {image.seconds:.1f}s  {image.archive}"
+        )
+    socket = cluster.node_paths.containerd_socket
+    ctr = shutil.which("ctr")
+    if (
+        ctr is not None
+        and socket.exists()
+        and images.containerd_answers(ctr=Path(ctr), address=socket)
+    ):
+        imported = appimages.import_images(built, ctr=Path(ctr), address=socket)
+        print(f"imported into the local node: {', '.join(imported) or 'all up to date'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             binaries.build_all(cache)
         elif args.command == "up":
-            info = cluster.up(api_only=args.api_only, timeout=args.timeout)
+            info = cluster.up(
+                api_only=args.api_only, timeout=args.timeout, app_images=not args.no_images
+            )
             print(f"cluster up: {info.server}")
             print(f"export KUBECONFIG={info.kubeconfig}")
             print(f"export PATH={info.bin_dir}:$PATH")
@@ -64,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1 if dead else 0
         elif args.command == "kubeconfig":
             print(cluster.layout.admin_kubeconfig)
+        elif args.command == "images":
+            _images(cluster, components=args.component, rebuild=args.rebuild)
         elif args.command == "smoke":
             ip = run_smoke(
                 kubectl=cache.binary("kubectl"), kubeconfig=cluster.layout.admin_kubeconfig

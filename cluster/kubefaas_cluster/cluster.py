@@ -14,7 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubefaas_cluster import binaries, components, host, images, network, node, probes, versions
+from kubefaas_cluster import (
+    appimages,
+    binaries,
+    components,
+    host,
+    images,
+    network,
+    node,
+    probes,
+    versions,
+)
 from kubefaas_cluster.binaries import BinaryCache, BuildError
 from kubefaas_cluster.certs import Pki, ensure_pki
 from kubefaas_cluster.kubeconfigs import write_kubeconfig
@@ -98,8 +108,18 @@ class LocalCluster:
 
     # -- up -------------------------------------------------------------------------------
 
-    def up(self, *, api_only: bool, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> ClusterInfo:
-        """Start whatever is not running yet and wait until the cluster answers."""
+    def up(
+        self,
+        *,
+        api_only: bool,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        app_images: bool = True,
+    ) -> ClusterInfo:
+        """Start whatever is not running yet and wait until the cluster answers.
+
+        The full cluster also builds (or finds cached) the kubefaas images and imports them
+        into containerd unless `app_images` is false; see `kubefaas_cluster.appimages`.
+        """
         for name in versions.KUBERNETES_COMMANDS:
             self.cache.binary(name)
         if not api_only:
@@ -139,7 +159,7 @@ class LocalCluster:
             # A node left from a full run would point at the API server's old address.
             self._stop([n for n in reversed(ALL_COMPONENTS) if n not in API_COMPONENTS])
         else:
-            steps += self._node_steps(plan, pki=pki)
+            steps += self._node_steps(plan, pki=pki, app_images=app_images)
         for step in steps:
             self._ensure_running(step, state=state, timeout=timeout)
         names = [step.spec.name for step in steps]
@@ -166,7 +186,9 @@ class LocalCluster:
         )
         return self.info(server=plan.apiserver_url)
 
-    def _node_steps(self, plan: components.ControlPlanePlan, *, pki: Pki) -> list[Step]:
+    def _node_steps(
+        self, plan: components.ControlPlanePlan, *, pki: Pki, app_images: bool
+    ) -> list[Step]:
         """Prepare the host and the node's files; the steps that start scheduler and node."""
         commands = host.ensure_node_commands()
         paths = self.node_paths
@@ -174,6 +196,8 @@ class LocalCluster:
         host.set_sysctls()
         self._claim_node()
         archive = images.pause_archive()
+        # Built before anything starts: a cold build takes a minute or two, a warm one none.
+        built = appimages.ImageBuilder.default().build() if app_images else []
         for directory in (paths.containerd_state, paths.cni_conf_dir, paths.cni_ipam_dir):
             directory.mkdir(parents=True, exist_ok=True)
         containerd_toml = node.containerd_config(paths)
@@ -193,8 +217,9 @@ class LocalCluster:
         def containerd_ready() -> bool:
             return socket_path.exists() and images.containerd_answers(ctr=ctr, address=socket_path)
 
-        def import_pause() -> None:
+        def import_images() -> None:
             images.import_archive(archive, ctr=ctr, address=socket_path)
+            appimages.import_images(built, ctr=ctr, address=socket_path)
 
         def healthz(port_name: str) -> Callable[[], bool]:
             url = f"http://{network.LOOPBACK}:{plan.state.ports[port_name]}/healthz"
@@ -208,7 +233,7 @@ class LocalCluster:
             Step(
                 node.containerd(paths, binary=commands["containerd"], config=containerd_toml),
                 containerd_ready,
-                import_pause,
+                import_images,
             ),
             Step(node.kubelet(plan, paths, config=kubelet_yaml), healthz("kubelet_healthz")),
             Step(node.kube_proxy(plan, paths, config=kube_proxy_yaml), healthz("proxy_healthz")),
