@@ -8,7 +8,9 @@ Extension seams:
 - `ROUTERS`: FastAPI routers to include (async invoke and admin routers go here);
 - `BACKGROUND_TASKS`: coroutine factories `(state) -> Awaitable[None]` started with the
   app and cancelled at shutdown (async queue workers, the autoscaler's loop);
-- the raw invoke route sits in front of FastAPI's routing as `InvokeRoute` middleware.
+- `GatewayApp` hands `/function/...` to the raw `InvokeRoute` before FastAPI's own
+  middleware and routing run (they would cost more than the proxy hop, DESIGN §11);
+  everything else is plain FastAPI.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from starlette.types import Receive, Scope, Send
 
 from kubefaas_gateway import proxy
 from kubefaas_gateway.autoscaler import LocalAutoscaler
@@ -29,7 +33,7 @@ from kubefaas_gateway.queue import InvocationQueue, make_queue
 from kubefaas_gateway.queue.metrics import AsyncMetrics
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.routers import admin, async_invoke, health, metrics, stats
-from kubefaas_gateway.routers.invoke import InvokeRoute
+from kubefaas_gateway.routers.invoke import InvokeRoute, is_invoke_path
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.state import GatewayState
 from kubefaas_gateway.tracker import Tracker
@@ -38,6 +42,26 @@ from kubefaas_gateway.workers import AsyncDelivery
 log = logging.getLogger("kubefaas.gateway")
 
 BackgroundTask = Callable[[GatewayState], Awaitable[None]]
+
+
+class GatewayApp(FastAPI):
+    """FastAPI with the sync invoke route answered first, as raw ASGI.
+
+    A subclass rather than a middleware: `/function/...` then skips every layer FastAPI
+    and Starlette put in front of user middleware (error and telemetry wrappers, body
+    limit), which on the hot path cost more than the routing decision itself.
+    """
+
+    def __init__(self, *, invoke_route: InvokeRoute, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.invoke_route = invoke_route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and is_invoke_path(scope["path"]):
+            await self.invoke_route(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
@@ -136,7 +160,8 @@ def create_app(
             await state.session.close()
             state.session = None
 
-    app = FastAPI(
+    app = GatewayApp(
+        invoke_route=InvokeRoute(state=state),
         title="kubefaas gateway",
         lifespan=lifespan,
         docs_url=None,
@@ -147,7 +172,6 @@ def create_app(
     app.state.async_delivery = delivery
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(InvokeRoute, state=state)
     return app
 
 

@@ -24,12 +24,15 @@ import contextlib
 import json
 import logging
 import math
+import os
+import threading
 import time
-import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal
 
 import aiohttp
+from yarl import URL
 
 from kubefaas import limits
 from kubefaas.api import Function
@@ -54,8 +57,27 @@ ERROR_BODY_EXCERPT = 1000
 THROTTLE_RETRY_AFTER_SECONDS = math.ceil(limits.THROTTLE_BACKOFF_INITIAL_SECONDS)
 
 
+_id_lock = threading.Lock()
+_id_pool = b""
+_id_next = 0
+
+
 def new_invocation_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID string, as unguessable as `uuid.uuid4()`.
+
+    Random bytes come from `os.urandom` 4 KiB at a time rather than 16 bytes per call:
+    the same source, a syscall per 256 ids instead of one per request. The lock makes it
+    safe from worker threads too.
+    """
+    global _id_pool, _id_next
+    with _id_lock:
+        if _id_next >= len(_id_pool):
+            _id_pool = os.urandom(4096)
+            _id_next = 0
+        raw = _id_pool[_id_next : _id_next + 16]
+        _id_next += 16
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[raw[8] & 3]}{h[17:20]}-{h[20:]}"
 
 
 @dataclass(slots=True)
@@ -176,8 +198,13 @@ class Invoker:
 
         cold_start = False
         for attempt in range(1, MAX_CONNECT_ATTEMPTS + 1):
-            async with tracker.hold(key):
+            if self._backend.ready_count(fn):
+                # Warm: acquire returns without waiting, so nothing is pending; skipping
+                # the pending count saves two updates of the concurrency window.
                 acquired = await self._backend.acquire(fn, request.deadline)
+            else:
+                async with tracker.hold(key):
+                    acquired = await self._backend.acquire(fn, request.deadline)
             if acquired.cold_start:
                 cold_start = True
                 self._metrics.record_cold_start(fn, _since(started))
@@ -199,19 +226,15 @@ class Invoker:
             ]
             url = proxy.instance_url(instance.host, instance.port, request.path, request.query)
             try:
-                async with (
-                    self._slot(instance, per_instance, key, request.deadline),
-                    tracker.track(key, instance.id),
-                ):
-                    upstream = await proxy.forward(
-                        self._session,
-                        method=request.method,
-                        url=url,
-                        headers=headers,
-                        body=request.body,
-                        # From now: a wait for a containerConcurrency slot used some of it.
-                        within=request.deadline - time.time() + self._grace,
-                    )
+                if per_instance:
+                    async with (
+                        self._slot(instance, per_instance, key, request.deadline),
+                        tracker.track(key, instance.id),
+                    ):
+                        upstream = await self._forward(request, url, headers)
+                else:
+                    async with tracker.track(key, instance.id):
+                        upstream = await self._forward(request, url, headers)
             except proxy.InstanceUnreachable as exc:
                 log.warning("instance %s of %s unreachable (%s); evicting", instance.id, key, exc)
                 self._backend.evict(instance)
@@ -232,6 +255,19 @@ class Invoker:
                 ) from None
             return self._answer(fn, upstream, cold_start, instance.id, started)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _forward(
+        self, request: InvocationRequest, url: URL, headers: list[tuple[str, str]]
+    ) -> Awaitable[proxy.UpstreamResponse]:
+        return proxy.forward(
+            self._session,
+            method=request.method,
+            url=url,
+            headers=headers,
+            body=request.body,
+            # From now: a wait for a containerConcurrency slot used some of it.
+            within=request.deadline - time.time() + self._grace,
+        )
 
     def _least_queued(self, fn: Function, chosen: Instance) -> Instance:
         """With containerConcurrency, the ready instance with the fewest requests holding

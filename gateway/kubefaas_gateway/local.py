@@ -92,6 +92,9 @@ def serve_local(
             lifespan="on",
             access_log=False,
             server_header=False,
+            # The invoke route sets X-Forwarded-For itself; uvicorn's proxy-header
+            # rewriting would cost every request and trusts loopback callers.
+            proxy_headers=False,
             log_level=settings.log_level.lower(),
             timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
         )

@@ -10,9 +10,12 @@ what the function answered.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
 from kubefaas_gateway.settings import Settings
@@ -64,6 +67,24 @@ class UpstreamResponse(NamedTuple):
     body: bytes
 
 
+class ForwardedRequest(aiohttp.ClientRequest):
+    """A client request that carries exactly the caller's headers.
+
+    aiohttp adds Accept, Accept-Encoding and User-Agent unless told to skip them, and
+    honouring a session's skip list rebuilds two header dicts per request; this gateway
+    never wants them, so it skips them all with one shared, never-mutated dict. That
+    includes the Content-Type aiohttp would invent for a body sent without one.
+    """
+
+    def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
+        self._skip_auto_headers = _SKIP_ALL_AUTO_HEADERS
+
+
+_SKIP_ALL_AUTO_HEADERS: CIMultiDict[None] = CIMultiDict(
+    (name, None) for name in ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+)
+
+
 def create_session(settings: Settings) -> aiohttp.ClientSession:
     """The gateway's one pooled client session to instances (call inside a running loop)."""
     connector = aiohttp.TCPConnector(
@@ -75,14 +96,19 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         connector=connector,
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        request_class=ForwardedRequest,
         timeout=aiohttp.ClientTimeout(total=None),
         raise_for_status=False,
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def instance_url(host: str, port: int, path: str, query: str) -> URL:
-    """The instance URL for an already percent-encoded `path` and `query` (no re-quoting)."""
+    """The instance URL for an already percent-encoded `path` and `query` (no re-quoting).
+
+    Cached: aiohttp reads several derived properties of the URL per request, and a URL
+    object computes each once, so reusing it for the common paths saves that work.
+    """
     return URL.build(
         scheme="http", host=host, port=port, path=path, query_string=query, encoded=True
     )

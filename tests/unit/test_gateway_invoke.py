@@ -338,6 +338,20 @@ def test_request_is_forwarded_with_sub_path_query_body_and_contract_headers(
     assert before + 7 <= deadline <= time.time() + 7
 
 
+def test_no_header_is_added_that_the_caller_did_not_send(
+    harness: Callable[..., Harness],
+) -> None:
+    """An http-event handler sees the caller's headers, not the proxy's client defaults."""
+    h = harness((function("echo"), ok))
+    with TestClient(h.app) as client:
+        for name in ("user-agent", "accept", "accept-encoding"):
+            del client.headers[name]
+        client.post("/function/echo", content=b"raw")
+    sent = h.runtimes["default/echo"].received[0].headers
+    for name in ("user-agent", "accept", "accept-encoding", "content-type"):
+        assert name not in sent
+
+
 def test_handler_error_is_502_with_the_runtime_error_report(
     harness: Callable[..., Harness],
 ) -> None:

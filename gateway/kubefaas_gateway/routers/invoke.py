@@ -1,9 +1,9 @@
 """`ANY /function/{namespace}/{name}[/{path}]` and `ANY /function/{name}[/{path}]`.
 
-The synchronous invoke route is raw ASGI, installed in front of FastAPI's routing: on this
-path FastAPI's request parsing and routing would cost more than the proxy hop itself
-(DESIGN §11: ~2,600 req/s for a FastAPI proxy route vs 5,400-7,400 raw). Everything else
-goes on to FastAPI untouched.
+The synchronous invoke route is raw ASGI, dispatched by `app.GatewayApp` before FastAPI's
+own middleware and routing: on this path FastAPI's request parsing and routing would cost
+more than the proxy hop itself (DESIGN §11: ~2,600 req/s for a FastAPI proxy route vs
+5,400-7,400 raw). Everything else goes on to FastAPI untouched.
 
 Path resolution: `/function/a/b/...` names function `b` of namespace `a` when that exists;
 otherwise `a` of the default namespace, with `/b/...` as the sub-path passed to it. So
@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from urllib.parse import quote
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from kubefaas.api import Function
 from kubefaas_gateway.errors import (
@@ -34,7 +33,7 @@ from kubefaas_gateway.errors import (
     PayloadTooLarge,
     error_response,
 )
-from kubefaas_gateway.invoke import InvocationRequest
+from kubefaas_gateway.invoke import InvocationRequest, new_invocation_id
 from kubefaas_gateway.proxy import HOP_BY_HOP
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.state import GatewayState
@@ -147,24 +146,24 @@ def _too_large(limit: int) -> str:
     return f"request body is larger than the synchronous limit of {limit} bytes"
 
 
-class InvokeRoute:
-    """ASGI middleware: answers `/function/...` itself, passes everything else on."""
+def is_invoke_path(path: str) -> bool:
+    """`/function` or `/function/...` (not `/functions`)."""
+    return path.startswith(PREFIX) and (len(path) == len(PREFIX) or path[len(PREFIX)] == "/")
 
-    def __init__(self, app: ASGIApp, *, state: GatewayState) -> None:
-        self.app = app
+
+class InvokeRoute:
+    """The raw ASGI endpoint for one sync invocation; `app.GatewayApp` sends it every
+    request whose path `is_invoke_path`, before FastAPI sees it."""
+
+    def __init__(self, *, state: GatewayState) -> None:
         self._state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            if path.startswith(PREFIX) and (len(path) == len(PREFIX) or path[len(PREFIX)] == "/"):
-                await self._invoke(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+        await self._invoke(scope, receive, send)
 
     async def _invoke(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self._state
-        invocation_id = str(uuid.uuid4())
+        invocation_id = new_invocation_id()
         fn: Function | None = None
         try:
             invoker = state.invoker
