@@ -82,6 +82,7 @@ def _local_autoscaler(state: GatewayState) -> Awaitable[None]:
         functions=lambda: state.registry,
         tracker=state.tracker,
         backend=state.backend,
+        queue_depths=lambda: state.metrics.queue_depths(),
     )
     state.metrics.scaling = autoscaler
     return autoscaler.run()
@@ -127,6 +128,7 @@ def create_app(
         metrics=AsyncMetrics(state.metrics.registry),
         queue=queue,
     )
+    state.metrics.queue_depths = delivery.queue_depths
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

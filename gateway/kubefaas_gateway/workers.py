@@ -238,6 +238,11 @@ class AsyncDelivery:
         self.wake(fn.key)
         return invocation.id
 
+    def queue_depths(self) -> dict[str, int]:
+        """Events waiting per function, from the last stats refresh: a scaling signal that
+        costs no I/O to read (`Metrics.queue_depths`, `/internal/stats`, the autoscaler)."""
+        return {stats.function: stats.depth for stats in self.stats}
+
     def wake(self, key: str) -> None:
         """Something of `key` became due (enqueued or redriven): lease it now, not at the
         next poll."""

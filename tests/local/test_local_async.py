@@ -504,14 +504,16 @@ def test_metrics_count_attempts_retries_dead_letters_and_show_the_queue(
     assert sample("kubefaas_async_attempts_total", outcome="succeeded", function="echo") == 1
     assert sample("kubefaas_invocations_total", type="async", function="echo") == 1
 
-    # A backlog shows in the queue gauges: slow's events wait for its few async slots.
+    # A backlog shows in the queue gauges and in the autoscaler's feed: slow's events wait
+    # for its few async slots.
     for n in range(30):
         gateway.enqueue("slow", {"n": n, "sleep": 0.5})
     deadline = time.monotonic() + 10
     while True:
+        queued = gateway.get("/internal/stats").json()["functions"]["default/slow"]["queued"]
         text = gateway.get("/metrics").text
         depth = sample("kubefaas_async_queue_depth", text, function="slow")
-        if depth:
+        if depth and queued:
             break
         assert time.monotonic() < deadline, "the backlog never showed in the depth gauge"
         time.sleep(0.05)
