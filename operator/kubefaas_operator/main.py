@@ -43,7 +43,7 @@ def background_loops(
     """
     loops: list[Coroutine[Any, Any, None]] = []
     if context.config.resync_seconds > 0:
-        loops.append(resync.run_forever(context, interval=context.config.resync_seconds))
+        loops.append(resync.run_forever(context, interval=context.config.resync_seconds, stop=stop))
     if context.config.autoscaler:
         from kubefaas_operator.autoscaler import run_default_autoscaler
 
@@ -51,16 +51,20 @@ def background_loops(
     return loops
 
 
-async def operate(config: OperatorConfig, *, stop: asyncio.Event | None = None) -> int:
-    """Run until SIGTERM/SIGINT (or `stop` is set); 0 on a clean stop, 1 if a loop died."""
+async def operate(config: OperatorConfig) -> int:
+    """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 if a background loop died."""
     kube = RestKube.from_environment(pool_size=config.workers + EXTRA_CONNECTIONS)
     context = OperatorContext(config=config, kube=kube)
     registry = kopf.OperatorRegistry()
     register_all(registry)
     if config.metrics_port:
         metrics.serve(config.metrics_port)
-    stop_flag = stop or asyncio.Event()
+    stop_flag = asyncio.Event()
     liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
+    # The loops start first: kopf treats tasks born after it as its own "hung" tasks and
+    # would hold its exit for them.
+    loops = [asyncio.create_task(loop) for loop in background_loops(context, stop_flag)]
+    await asyncio.sleep(0)
     operator = asyncio.create_task(
         kopf.operator(
             registry=registry,
@@ -69,20 +73,21 @@ async def operate(config: OperatorConfig, *, stop: asyncio.Event | None = None) 
             clusterwide=config.clusterwide,
             namespaces=list(config.namespaces),
             standalone=True,
+            # No stop_flag: kopf would count its own waiter for it as a hung task and hold
+            # its exit for 5 s. A dying loop cancels the operator task instead.
             liveness_endpoint=liveness,
-            stop_flag=stop_flag,
         ),
         name="kopf",
     )
-    loops = [asyncio.create_task(loop) for loop in background_loops(context, stop_flag)]
     try:
         done, _ = await asyncio.wait([operator, *loops], return_when=asyncio.FIRST_COMPLETED)
         failed = [task for task in done if task is not operator]
         for task in failed:
             logger.error("background loop %s ended: %r", task.get_name(), task.exception())
         if failed:
-            stop_flag.set()
-            await operator
+            operator.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await operator
             return 1
         operator.result()
         return 0

@@ -9,6 +9,7 @@ need it, so it is cheap enough to run often. It needs no finalizer, unlike a kop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Mapping
@@ -118,10 +119,19 @@ def resync_once(context: OperatorContext) -> list[tuple[Key, str]]:
     return done
 
 
-async def run_forever(context: OperatorContext, *, interval: float) -> None:
-    """Run `resync_once` every `interval` seconds (in a thread: the client blocks)."""
-    while True:
-        await asyncio.sleep(interval)
+async def run_forever(context: OperatorContext, *, interval: float, stop: asyncio.Event) -> None:
+    """Run `resync_once` every `interval` seconds until `stop` is set.
+
+    The pass runs in a thread: the API client blocks.
+    """
+    while not stop.is_set():
+        # asyncio.timeout, not wait_for: wait_for wraps the wait in a new task, which kopf
+        # would count as one of its own hung tasks and wait 5 s for at exit.
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await stop.wait()
+        if stop.is_set():
+            return
         try:
             await asyncio.to_thread(resync_once, context)
         except Exception:  # the next pass may well succeed; never kill the operator
