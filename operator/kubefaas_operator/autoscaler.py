@@ -35,7 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kubefaas import limits
+from kubefaas import limits, naming
 from kubefaas.api import Function, InvalidFunction, parse_function
 from kubefaas.scaling import (
     DEFAULT_TUNING,
@@ -49,7 +49,9 @@ from kubefaas.scaling import (
 
 log = logging.getLogger(__name__)
 
-GATEWAY_SELECTOR = "app.kubernetes.io/component=gateway"
+GATEWAY_SELECTOR = f"{naming.COMPONENT_LABEL}={naming.GATEWAY_COMPONENT}"
+# The function Deployments the operator made (builders.function_labels).
+FUNCTION_SELECTOR = f"{naming.COMPONENT_LABEL}={naming.FUNCTION_COMPONENT}"
 # The chart sets these on the operator so it reads its own release's gateways only.
 GATEWAY_NAMESPACE_ENV = "KUBEFAAS_GATEWAY_NAMESPACE"
 GATEWAY_SELECTOR_ENV = "KUBEFAAS_GATEWAY_SELECTOR"
@@ -326,16 +328,26 @@ class KubernetesIO:
             return body
 
     async def get_functions(self) -> list[ScaleTarget]:
-        """Every valid Function with its Deployment's replicas (absent Deployment: skipped,
-        the operator has not created it yet)."""
+        """Every valid Function with its Deployment's replicas, in two list calls per tick
+        whatever the number of functions (a Function without a Deployment yet is skipped:
+        the operator has not created it)."""
         from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
 
         custom = client.CustomObjectsApi(self.api_client)
         apps = client.AppsV1Api(self.api_client)
-        listed = await asyncio.to_thread(
-            custom.list_cluster_custom_object, limits.API_GROUP, limits.API_VERSION, limits.PLURAL
+        listed, deployments = await asyncio.gather(
+            asyncio.to_thread(
+                custom.list_cluster_custom_object,
+                limits.API_GROUP,
+                limits.API_VERSION,
+                limits.PLURAL,
+            ),
+            asyncio.to_thread(
+                apps.list_deployment_for_all_namespaces, label_selector=FUNCTION_SELECTOR
+            ),
         )
+        listed_deployments: list[Any] = deployments.items
+        by_key = {f"{d.metadata.namespace}/{d.metadata.name}": d for d in listed_deployments}
         items: list[Any] = listed.get("items", []) if isinstance(listed, dict) else []
         targets = []
         for doc in items:
@@ -344,14 +356,9 @@ class KubernetesIO:
             except InvalidFunction as exc:
                 log.debug("skipping an invalid Function: %s", exc)
                 continue
-            try:
-                deployment: Any = await asyncio.to_thread(
-                    apps.read_namespaced_deployment, fn.name, fn.namespace
-                )
-            except ApiException as exc:
-                if exc.status == 404:
-                    continue
-                raise
+            deployment = by_key.get(fn.key)
+            if deployment is None:
+                continue
             status = deployment.status
             targets.append(
                 ScaleTarget(
