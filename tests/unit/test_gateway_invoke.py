@@ -330,6 +330,7 @@ def test_request_is_forwarded_with_sub_path_query_body_and_contract_headers(
     assert sent.body == b'{"name": "kube"}'
     assert sent.headers["content-type"] == "application/json"
     assert sent.headers["x-custom"] == "kept"
+    assert sent.headers["host"] == "testserver"  # the caller's, as an http event expects
     assert "proxy-authorization" not in sent.headers
     assert sent.headers["x-invocation-id"] == response.headers["x-invocation-id"] != "forged"
     assert sent.headers["x-invocation-type"] == "sync"
