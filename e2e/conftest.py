@@ -1,0 +1,157 @@
+"""Fixtures for the end-to-end tier: the Helm chart on a real cluster, real pods, real HTTP.
+
+The session installs the chart once (`release`) into its own namespace, with Functions in
+a second namespace; both enforce the "restricted" Pod Security Standard, so every pod the
+chart or the operator makes is checked by the API server's admission. How the cluster is
+chosen and the gateway reached is in `e2e.harness`.
+
+    def test_something(release, deploy):
+        name = deploy("counter", spec={"scaling": {"scaleToZeroAfterSeconds": 10}})
+        response = release.gateway.invoke(name, {"x": 1})
+        assert response.headers["x-cold-start"] == "true"
+
+`deploy(example, *, name=None, **merge)` applies ``examples/<example>.yaml`` (deep-merged
+with `merge`) under a unique name into the functions namespace and deletes it after the
+test. Tests marked ``@pytest.mark.uninstall`` run last: they take the release down. A
+failed test's report shows the release's pods, events and gateway/operator logs.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e.harness import (
+    CHART,
+    INSTALL_TIMEOUT_SECONDS,
+    Cluster,
+    Gateway,
+    Release,
+    answers,
+    create_namespace,
+    function_manifest,
+    gateway_url,
+    resolve_cluster,
+    wait_for,
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "e2e: needs a real cluster with a kubelet (make e2e)")
+    config.addinivalue_line(
+        "markers", "uninstall: takes the session's release down, so it runs last"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that uninstall the release run after every test that needs it."""
+    items.sort(key=lambda item: item.get_closest_marker("uninstall") is not None)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test's report carries the release's state, taken at the moment it failed."""
+    report: pytest.TestReport = yield
+    found = getattr(item, "funcargs", {}).get("release")
+    if report.when == "call" and report.failed and isinstance(found, Release) and found.installed:
+        report.sections.append(("release state at failure", found.diagnostics()))
+    return report
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    return resolve_cluster()
+
+
+@pytest.fixture(scope="session")
+def release(cluster: Cluster) -> Iterator[Release]:
+    """The chart, installed once per session under restricted Pod Security."""
+    suffix = uuid.uuid4().hex[:6]
+    name = f"kubefaas-e2e-{suffix}"
+    namespace, functions_namespace = f"kubefaas-e2e-{suffix}", f"kubefaas-fn-{suffix}"
+    for ns in (namespace, functions_namespace):
+        create_namespace(cluster, ns)
+    stop_forward: Callable[[], None] = lambda: None  # noqa: E731
+    gateway: Gateway | None = None
+    try:
+        values = {
+            "watchNamespaces": [functions_namespace],
+            "gateway": {"defaultNamespace": functions_namespace, "logLevel": "debug"},
+        }
+        install = cluster.helm(
+            "install", name, str(CHART), "-n", namespace, "-f", "-",
+            "--wait", f"--timeout={INSTALL_TIMEOUT_SECONDS}s",
+            input=yaml.safe_dump(values), check=False, timeout=INSTALL_TIMEOUT_SECONDS + 60,
+        )  # fmt: skip
+        if install.returncode != 0:
+            state = cluster.kubectl("get", "pods,events", "-n", namespace, check=False).stdout
+            pytest.fail(f"helm install failed:\n{install.stderr}\n{state}", pytrace=False)
+        url, stop_forward = gateway_url(cluster, namespace=namespace, service=f"{name}-gateway")
+        gateway = Gateway(url=url, namespace=functions_namespace)
+        result = Release(
+            cluster=cluster,
+            name=name,
+            namespace=namespace,
+            functions_namespace=functions_namespace,
+            gateway=gateway,
+        )
+        wait_for(
+            "the gateway to answer /readyz through its Service",
+            lambda: answers(gateway, "/readyz"),
+            timeout=60,
+            explain=result.diagnostics,
+        )
+        yield result
+    finally:
+        if gateway is not None:
+            gateway.client.close()
+        stop_forward()
+        cluster.kubectl("delete", "functions", "--all", "-n", functions_namespace, check=False)
+        cluster.helm("uninstall", name, "-n", namespace, "--wait", check=False, timeout=240)
+        for ns in (functions_namespace, namespace):
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+Deploy = Callable[..., str]
+
+
+@pytest.fixture
+def deploy(release: Release) -> Iterator[Deploy]:
+    """Apply an example under a unique name; delete every Function applied after the test."""
+    applied: list[str] = []
+
+    def apply(example: str, *, name: str | None = None, **merge: Any) -> str:
+        function = name or f"{example}-{uuid.uuid4().hex[:5]}"
+        manifest = function_manifest(
+            example, name=function, namespace=release.functions_namespace, **merge
+        )
+        release.cluster.kubectl("apply", "-f", "-", input=manifest)
+        applied.append(function)
+        # Ready to call once the operator made the Deployment (the gateway scales it) and the
+        # gateway's watch has seen the Function (until then it answers 404).
+        wait_for(
+            f"the operator to create Deployment {function}",
+            lambda: release.cluster.kubectl(
+                "get", "deployment", function, "-n", release.functions_namespace, check=False
+            ).returncode == 0,
+            timeout=60,
+            explain=release.diagnostics,
+        )  # fmt: skip
+        wait_for(
+            f"the gateway to know Function {function}",
+            lambda: release.function_stats(function) is not None,
+            timeout=30,
+            explain=release.diagnostics,
+        )
+        return function
+
+    yield apply
+    if release.installed and applied:
+        release.cluster.kubectl(
+            "delete", "functions", *applied, "-n", release.functions_namespace,
+            "--wait=false", "--ignore-not-found", check=False,
+        )  # fmt: skip
