@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 
@@ -45,6 +46,13 @@ def handler(event, context):
 CONNECTIONS = (1, 64)
 
 
+class Run(NamedTuple):
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+
+
 @dataclass
 class Figures:
     target: str  # "direct" or "gateway"
@@ -52,6 +60,9 @@ class Figures:
     requests_per_second: float
     p50_ms: float
     p99_ms: float
+    # CPU time of the serving process (gateway, or the instance for "direct") per request:
+    # what one request costs it, whatever else shares the machine.
+    cpu_us_per_request: float
 
 
 def machine() -> dict[str, str]:
@@ -165,7 +176,7 @@ def _milliseconds(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def run_wrk(url: str, connections: int, duration: float) -> tuple[float, float, float]:
+def run_wrk(url: str, connections: int, duration: float) -> Run:
     command = pinned(
         1, ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url]
     )
@@ -173,12 +184,13 @@ def run_wrk(url: str, connections: int, duration: float) -> tuple[float, float, 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
     p50 = _milliseconds(re.search(r"^\s+50%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
     p99 = _milliseconds(re.search(r"^\s+99%\s+(\S+)", output, re.M).group(1))  # type: ignore[union-attr]
+    requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     if "Non-2xx" in output or "Socket errors" in output:
         print(f"  warning: wrk reported errors for {url}:\n{output}", file=sys.stderr)
-    return rps, p50, p99
+    return Run(rps, p50, p99, requests)
 
 
-async def _aiohttp_load(url: str, connections: int, duration: float) -> tuple[float, float, float]:
+async def _aiohttp_load(url: str, connections: int, duration: float) -> Run:
     import aiohttp
 
     latencies: list[float] = []
@@ -198,11 +210,12 @@ async def _aiohttp_load(url: str, connections: int, duration: float) -> tuple[fl
         elapsed = time.perf_counter() - began
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
-    return len(latencies) / elapsed, statistics.median(latencies) * 1000, p99 * 1000
+    rps = len(latencies) / elapsed
+    return Run(rps, statistics.median(latencies) * 1000, p99 * 1000, len(latencies))
 
 
-def load(url: str, connections: int, duration: float) -> tuple[float, float, float]:
-    """(req/s, p50 ms, p99 ms) of GET `url` at `connections` for `duration` seconds."""
+def load(url: str, connections: int, duration: float) -> Run:
+    """Load GET `url` with `connections` for `duration` seconds."""
     if shutil.which("wrk"):
         return run_wrk(url, connections, duration)
     if pinning():  # keep the load generator off the gateway's CPU
@@ -214,15 +227,27 @@ def load(url: str, connections: int, duration: float) -> tuple[float, float, flo
             os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
 
 
-def median_figures(
-    target: str, connections: int, runs: list[tuple[float, float, float]]
-) -> Figures:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pid: int, url: str, connections: int, duration: float) -> tuple[Run, float]:
+    """A load run and the CPU µs per request that `pid` spent serving it."""
+    before = cpu_seconds(pid)
+    run = load(url, connections, duration)
+    return run, (cpu_seconds(pid) - before) / max(run.requests, 1) * 1e6
+
+
+def median_figures(target: str, connections: int, runs: list[tuple[Run, float]]) -> Figures:
     return Figures(
         target=target,
         connections=connections,
-        requests_per_second=statistics.median(r[0] for r in runs),
-        p50_ms=statistics.median(r[1] for r in runs),
-        p99_ms=statistics.median(r[2] for r in runs),
+        requests_per_second=statistics.median(r.requests_per_second for r, _ in runs),
+        p50_ms=statistics.median(r.p50_ms for r, _ in runs),
+        p99_ms=statistics.median(r.p99_ms for r, _ in runs),
+        cpu_us_per_request=statistics.median(cpu for _, cpu in runs),
     )
 
 
@@ -230,15 +255,17 @@ def table(figures: list[Figures]) -> str:
     by = {(f.target, f.connections): f for f in figures}
     lines = [
         "| connections | direct req/s | gateway req/s | gateway/direct | direct p50 ms | "
-        "gateway p50 ms | added p50 ms | direct p99 ms | gateway p99 ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "gateway p50 ms | added p50 ms | direct p99 ms | gateway p99 ms | "
+        "gateway CPU µs/req | gateway req/s per CPU-s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for connections in sorted({f.connections for f in figures}):
         d, g = by[("direct", connections)], by[("gateway", connections)]
         lines.append(
             f"| {connections} | {d.requests_per_second:,.0f} | {g.requests_per_second:,.0f} | "
             f"{g.requests_per_second / d.requests_per_second:.2f} | {d.p50_ms:.3f} | "
-            f"{g.p50_ms:.3f} | {g.p50_ms - d.p50_ms:.3f} | {d.p99_ms:.3f} | {g.p99_ms:.3f} |"
+            f"{g.p50_ms:.3f} | {g.p50_ms - d.p50_ms:.3f} | {d.p99_ms:.3f} | {g.p99_ms:.3f} | "
+            f"{g.cpu_us_per_request:.0f} | {1e6 / g.cpu_us_per_request:,.0f} |"
         )
     return "\n".join(lines)
 
@@ -267,13 +294,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             gateway_url = f"{gateway.url}/function/bench"
             load(gateway_url, 8, 1)  # warm both paths: connection pools, code
             load(direct_url, 8, 1)
-            results: dict[tuple[str, int], list[tuple[float, float, float]]] = {}
+            targets = (
+                ("direct", direct_url, instance["pid"]),
+                ("gateway", gateway_url, gateway.process.pid),
+            )
+            load_before = os.getloadavg()[0]
+            results: dict[tuple[str, int], list[tuple[Run, float]]] = {}
             for connections in args.connections:
                 for _ in range(args.runs):
-                    for target, url in (("direct", direct_url), ("gateway", gateway_url)):
+                    for target, url, pid in targets:
                         results.setdefault((target, connections), []).append(
-                            load(url, connections, args.duration)
+                            measured(pid, url, connections, args.duration)
                         )
+            load_after = os.getloadavg()[0]
         finally:
             gateway.stop()
     figures = [median_figures(t, c, runs) for (t, c), runs in results.items()]
@@ -282,11 +315,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"machine: {info['nproc']} CPUs, {info['cpu']}, Python {info['python']}, "
         f"load by {info['load_generator']}, gateway pinned to its own CPU: {info['pinned']}"
     )
-    print(f"warm invoke, median of {args.runs} runs of {args.duration:g}s each\n")
+    print(
+        f"warm invoke, median of {args.runs} runs of {args.duration:g}s each; load average "
+        f"{load_before:.1f} before, {load_after:.1f} after (other work on the machine skews "
+        "req/s and latency; CPU per request is steadier)\n"
+    )
     print(table(figures))
     if args.json:
         args.json.write_text(
-            json.dumps({"machine": info, "figures": [asdict(f) for f in figures]}, indent=2)
+            json.dumps(
+                {
+                    "machine": info,
+                    "load_average": [load_before, load_after],
+                    "figures": [asdict(f) for f in figures],
+                },
+                indent=2,
+            )
         )
     return 0
 
