@@ -80,10 +80,6 @@ class Settings(BaseSettings):
     """`KUBEFAAS_INSTANCE_STOP_GRACE_SECONDS`, default 5: after SIGTERM an instance may
     finish its in-flight work for this long before it is killed."""
 
-    idle_check_interval_seconds: float = Field(default=1.0, gt=0)
-    """`KUBEFAAS_IDLE_CHECK_INTERVAL_SECONDS`, default 1.0: how often local mode looks for
-    functions idle past `scaleToZeroAfterSeconds`."""
-
     runtime_command: list[str] = Field(default_factory=_default_runtime_command)
     """`KUBEFAAS_RUNTIME_COMMAND` (a JSON list), default `[<this python>, "-m",
     "kubefaas_runtime"]`: how local mode starts one function instance."""

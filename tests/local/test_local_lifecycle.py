@@ -52,7 +52,7 @@ def test_idle_function_scales_to_zero_and_the_next_call_starts_fresh(
     manifest_dir: ManifestDir, start_gateway: Callable[..., RunningGateway]
 ) -> None:
     manifest_dir.add_example("counter", spec={"scaling": {"scaleToZeroAfterSeconds": 10}})
-    gateway = start_gateway(manifest_dir.path, env={"KUBEFAAS_IDLE_CHECK_INTERVAL_SECONDS": "0.25"})
+    gateway = start_gateway(manifest_dir.path)
     before = gateway.invoke("counter", {}).json()
     assert gateway.invoke("counter", {}).json()["count"] == 2
     idle_since = time.monotonic()
