@@ -21,7 +21,7 @@ import uvicorn
 
 from kubefaas.api import Function, InvalidFunction
 from kubefaas.manifests import MANIFEST_SUFFIXES, LoadResult, load_directory, load_file
-from kubefaas_gateway.app import create_app
+from kubefaas_gateway.app import create_app, tune_garbage_collector
 from kubefaas_gateway.backends.local import LocalBackend
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
@@ -99,6 +99,7 @@ def serve_local(
             timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
         )
     )
+    tune_garbage_collector()
     server.run(sockets=[listener])
     return EXIT_OK if server.started else EXIT_NOTHING_TO_SERVE
 
