@@ -113,3 +113,19 @@ def test_metrics_count_invocations(examples_gateway: RunningGateway) -> None:
     assert examples_gateway.sample("kubefaas_invocations_total", function="hello", code="200") == 2
     assert examples_gateway.sample("kubefaas_invocations_total", function="fail", code="502") == 1
     assert examples_gateway.sample("kubefaas_instances", function="hello", state="ready") == 1
+
+
+def test_handler_that_fails_to_import_answers_502_with_the_import_error(
+    manifest_dir: ManifestDir, start_gateway: Callable[..., RunningGateway]
+) -> None:
+    manifest_dir.add_function(
+        "broken-init", "import json\nraise ImportError('no such dependency')\n"
+    )
+    manifest_dir.add_example("hello")
+    gateway = start_gateway(manifest_dir.path)
+    response = gateway.invoke("broken-init", {})
+    assert response.status_code == 502
+    error = response.json()["error"]
+    assert "Import" in error["errorType"]  # Lambda names it Runtime.ImportModuleError
+    assert "no such dependency" in error["errorMessage"]
+    assert gateway.invoke("hello", {}).status_code == 200
