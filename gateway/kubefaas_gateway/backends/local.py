@@ -203,8 +203,8 @@ class LocalBackend:
                     f"no instance of function {key} became ready within its timeout "
                     f"({pool.fn.spec.timeout_seconds}s)"
                 )
-            if pool.ready:
-                continue
+            if pool.ready or pool.starting:
+                continue  # ready now, or another start (the autoscaler's) may still succeed
             for task in done:
                 if task.cancelled():
                     raise NoCapacity("the gateway is shutting down")
