@@ -10,10 +10,11 @@ behind `kubefaas local DIR`) on a free port, with real runtime processes behind 
         response = gateway.invoke("counter", {"x": 1})
         assert gateway.sample("kubefaas_invocations_total", function="counter", code="200") == 1
 
-- `manifest_dir` (`ManifestDir`): a temp folder; `add_example(name, *, name=..., **merge)`
-  copies `examples/<name>.yaml` deep-merging `merge` (e.g. `spec={"timeoutSeconds": 1}`),
-  `add_function(name, source, **spec)` writes an inline-code Function, `add_raw(file, text)`
-  writes any text (bad manifests).
+- `manifest_dir` (`ManifestDir`): a temp folder; `add_example(example, *, name=None,
+  **merge)` copies `examples/<example>.yaml`, renamed if `name`, deep-merging `merge` (e.g.
+  `spec={"timeoutSeconds": 1}`); `add_examples()` copies them all; `add_function(name,
+  source, *, namespace="default", **spec)` writes an inline-code Function whose `main.py` is
+  `source`; `add_raw(filename, text)` writes any text (bad manifests, ConfigMaps).
 - `start_gateway(directory, *, env=None, extra_args=())` -> `RunningGateway` once `/readyz`
   answers; `examples_gateway` serves a copy of every example.
 - `RunningGateway`: `url`, `client` (httpx, base_url set), `invoke(name, payload=None, *,
