@@ -12,6 +12,7 @@ import asyncio
 import json
 import threading
 import time
+import uuid
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from kubefaas_gateway.app import create_app
 from kubefaas_gateway.backends.base import Acquired, Instance
 from kubefaas_gateway.dependencies import get_registry
 from kubefaas_gateway.errors import InvocationError, InvocationTimeout, NoCapacity
+from kubefaas_gateway.invoke import new_invocation_id
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.routers.invoke import resolve
 from kubefaas_gateway.settings import Settings
@@ -610,3 +612,12 @@ def test_paths_outside_function_are_left_to_fastapi(harness: Callable[..., Harne
         response = client.get("/functions-list")
     assert response.status_code == 404
     assert "x-invocation-id" not in response.headers
+
+
+def test_invocation_ids_are_distinct_version_4_uuids() -> None:
+    ids = [new_invocation_id() for _ in range(2000)]  # crosses several refills of the pool
+    assert len(set(ids)) == len(ids)
+    for text in ids[:300]:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant) == (4, uuid.RFC_4122)
+        assert str(parsed) == text
