@@ -73,7 +73,7 @@ ROUTERS: tuple[APIRouter, ...] = (
 )
 
 
-def _local_autoscaler(state: GatewayState) -> Awaitable[None]:
+def local_autoscaler(state: GatewayState) -> Awaitable[None]:
     """The decider inside the gateway: scale up, down and to zero (DESIGN §6, local mode).
 
     Its decisions are published through `metrics.scaling`, which both the gauges and
@@ -89,7 +89,7 @@ def _local_autoscaler(state: GatewayState) -> Awaitable[None]:
     return autoscaler.run()
 
 
-BACKGROUND_TASKS: tuple[BackgroundTask, ...] = (_local_autoscaler,)
+BACKGROUND_TASKS: tuple[BackgroundTask, ...] = (local_autoscaler,)
 
 
 def create_app(

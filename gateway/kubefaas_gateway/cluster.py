@@ -21,11 +21,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import uvicorn
-
-from kubefaas_gateway.app import BACKGROUND_TASKS, BackgroundTask, _local_autoscaler, create_app
+from kubefaas_gateway.app import BACKGROUND_TASKS, BackgroundTask, create_app, local_autoscaler
 from kubefaas_gateway.backends.kubernetes import KubernetesBackend
 from kubefaas_gateway.registry import FunctionRegistry
+from kubefaas_gateway.serve import serve
 from kubefaas_gateway.settings import Settings
 
 EXIT_OK = 0
@@ -41,7 +40,7 @@ def background_tasks(settings: Settings) -> tuple[BackgroundTask, ...]:
     autoscaler sets replicas (two writers would fight over them)."""
     if settings.scale_down == "gateway":
         return BACKGROUND_TASKS
-    return tuple(task for task in BACKGROUND_TASKS if task is not _local_autoscaler)
+    return tuple(task for task in BACKGROUND_TASKS if task is not local_autoscaler)
 
 
 def serve_cluster(*, host: str, port: int) -> int:
@@ -57,22 +56,8 @@ def serve_cluster(*, host: str, port: int) -> int:
         settings.port,
         "gateway's autoscaler" if settings.scale_down == "gateway" else "operator's autoscaler",
     )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=settings.host,
-            port=settings.port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            server_header=False,
-            log_level=settings.log_level.lower(),
-            timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
-        )
-    )
-    server.run()
-    return EXIT_OK if server.started else EXIT_FAILED
+    started = serve(app, settings)
+    return EXIT_OK if started else EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -105,6 +105,14 @@ class InvocationTimeout(InvocationError):
     status = 504
 
 
+class FunctionTimedOut(InvocationTimeout):
+    """The handler itself ran past its timeout (an instance had the request).
+
+    Still a 504 to the caller, but for async retries it is the function's fault, as on
+    Lambda: retried `maxRetries` times, not backed off for the event's whole lifetime.
+    """
+
+
 class InternalError(InvocationError):
     """A fault in the gateway itself (a bug): logged with its traceback."""
 

@@ -39,7 +39,13 @@ from kubefaas.api import Function
 from kubefaas_gateway import proxy
 from kubefaas_gateway.backends.base import Backend, Instance
 from kubefaas_gateway.breaker import InstanceBreakers
-from kubefaas_gateway.errors import FunctionFailed, InvocationError, InvocationTimeout, Throttled
+from kubefaas_gateway.errors import (
+    FunctionFailed,
+    FunctionTimedOut,
+    InvocationError,
+    InvocationTimeout,
+    Throttled,
+)
 from kubefaas_gateway.metrics import Metrics
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.tracker import Tracker
@@ -250,7 +256,7 @@ class Invoker:
                     error_type="InstanceLost",
                 ) from None
             except TimeoutError:
-                raise InvocationTimeout(
+                raise FunctionTimedOut(
                     f"function {key} did not answer within its timeout ({fn.spec.timeout_seconds}s)"
                 ) from None
             return self._answer(fn, upstream, cold_start, instance.id, started)
@@ -302,7 +308,7 @@ class Invoker:
         function_error = _function_error(upstream.headers)
         if function_error is not None:
             if status == 504 or function_error.lower() == "timeout":
-                raise InvocationTimeout(
+                raise FunctionTimedOut(
                     f"function {fn.key} timed out after {fn.spec.timeout_seconds}s"
                 )
             raise _failed(fn, upstream)

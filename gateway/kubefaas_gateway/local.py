@@ -17,13 +17,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import uvicorn
-
 from kubefaas.api import Function, InvalidFunction
 from kubefaas.manifests import MANIFEST_SUFFIXES, LoadResult, load_directory, load_file
-from kubefaas_gateway.app import create_app, tune_garbage_collector
+from kubefaas_gateway.app import create_app
 from kubefaas_gateway.backends.local import LocalBackend
 from kubefaas_gateway.registry import FunctionRegistry
+from kubefaas_gateway.serve import serve
 from kubefaas_gateway.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
 
 EXIT_OK = 0
@@ -84,24 +83,8 @@ def serve_local(
 
     backend = LocalBackend(settings=settings, config_maps=result.config_maps)
     app = create_app(settings, backend, FunctionRegistry(functions))
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            server_header=False,
-            # The invoke route sets X-Forwarded-For itself; uvicorn's proxy-header
-            # rewriting would cost every request and trusts loopback callers.
-            proxy_headers=False,
-            log_level=settings.log_level.lower(),
-            timeout_graceful_shutdown=int(settings.shutdown_timeout_seconds),
-        )
-    )
-    tune_garbage_collector()
-    server.run(sockets=[listener])
-    return EXIT_OK if server.started else EXIT_NOTHING_TO_SERVE
+    started = serve(app, settings, sockets=[listener])
+    return EXIT_OK if started else EXIT_NOTHING_TO_SERVE
 
 
 def _servable(result: LoadResult, directory: Path) -> tuple[list[Function], list[InvalidFunction]]:

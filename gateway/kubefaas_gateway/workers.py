@@ -44,6 +44,7 @@ from kubefaas.api import Destination, Function
 from kubefaas.retry import DeadLetter, DeadReason, FailureKind, RetryPolicy, decide, is_expired
 from kubefaas_gateway.errors import (
     FunctionFailed,
+    FunctionTimedOut,
     InvocationError,
     InvocationTimeout,
     NoCapacity,
@@ -78,13 +79,17 @@ CALLBACK_DRAIN_SECONDS = 2.0
 def classify(error: BaseException) -> FailureKind:
     """Which retry schedule a failed attempt follows.
 
-    A 502 carrying the function's own error report (it raised, or its instance crashed) is
-    a function error. Throttling and the platform's own failures (a 5xx without the
-    function's report, no capacity, timeouts, connection failures) are not the event's
-    fault, so they back off until the event's maximum age.
+    A 502 carrying the function's own error report (it raised, or its instance crashed) and
+    a handler running past its timeout are function errors. Throttling and the platform's
+    own failures (a 5xx without the function's report, no capacity, no instance before the
+    deadline, connection failures) are not the event's fault, so they back off until the
+    event's maximum age.
     """
     if isinstance(error, Throttled):
         return FailureKind.THROTTLED
+    if isinstance(error, FunctionTimedOut):
+        # The handler had the event and ran out of time: the event's (or code's) fault.
+        return FailureKind.FUNCTION_ERROR
     if isinstance(error, FunctionFailed):
         return FailureKind.FUNCTION_ERROR if error.error_type else FailureKind.SERVER_ERROR
     if isinstance(error, NoCapacity | InvocationTimeout):

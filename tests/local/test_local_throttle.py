@@ -112,9 +112,9 @@ def test_container_concurrency_call_waiting_past_its_timeout_is_504(
     answers = asyncio.run(parallel_calls(gateway, "single", 3, 1.5))
 
     assert sorted(r.status_code for r, _ in answers) == [200, 504, 504]
-    for response, _ in answers:
-        if response.status_code == 504:
-            assert response.json()["error"]["type"] == "InvocationTimeout"
+    # The second ran out of time in the handler; the third never got the slot.
+    timed_out = sorted(r.json()["error"]["type"] for r, _ in answers if r.status_code == 504)
+    assert timed_out == ["FunctionTimedOut", "InvocationTimeout"]
     assert max(t for _, t in answers) - started < 2 + 1.5  # timeout + deadline grace
     after = gateway.client.get("/internal/stats").json()["functions"]["default/single"]
     assert after["inFlight"] == 0

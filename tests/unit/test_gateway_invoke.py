@@ -386,7 +386,7 @@ def test_runtime_timeout_is_504(harness: Callable[..., Harness]) -> None:
     with TestClient(h.app) as client:
         response = client.post("/function/slow", json={})
     assert response.status_code == 504
-    assert response.json()["error"]["type"] == "InvocationTimeout"
+    assert response.json()["error"]["type"] == "FunctionTimedOut"
 
 
 def test_instance_silent_past_the_deadline_is_504(harness: Callable[..., Harness]) -> None:
