@@ -7,7 +7,7 @@ PORT   ?= 8080
 HOST   ?= 127.0.0.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv system-deps lint typecheck unit api local crds bench e2e e2e-test k8s-binaries cluster-up cluster-down images clean
+.PHONY: run test venv system-deps bench-cluster lint typecheck unit api local crds bench e2e e2e-test k8s-binaries cluster-up cluster-down images clean
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,9 +51,19 @@ crds: venv
 	$(VENV)/bin/kubefaas crd > crds/function.yaml
 	cp crds/function.yaml charts/kubefaas/crds/function.yaml
 
+## Benchmarks (figures, never pass/fail): each prints a table and records JSON in bench/.
+## The cluster ones need `make cluster-up` first: make bench-cluster.
 bench: venv
-	$(PY) bench/local_coldstart.py
-	$(PY) bench/gateway_overhead.py
+	@$(MAKE) --no-print-directory system-deps SYSTEM_PACKAGES="redis-server wrk"
+	$(PY) bench/runtime_direct.py --kind both --baseline
+	$(PY) bench/gateway_overhead.py --json bench/gateway_overhead.json
+	$(PY) bench/local_coldstart.py --json bench/local_coldstart.json
+	$(PY) bench/async_queue.py --json bench/async_queue.json
+	$(PY) bench/autoscale.py --json bench/autoscale_local.json --plot bench/autoscale_local.png
+	$(PY) bench/operator_scale.py --json bench/operator_scale.json
+
+bench-cluster: venv
+	$(PY) bench/cluster_coldstart.py --json bench/cluster_coldstart.json
 
 k8s-binaries: venv
 	$(PY) -m kubefaas_cluster build
