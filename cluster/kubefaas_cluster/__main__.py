@@ -48,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
         help="build the kubefaas images (cached by their inputs); import them if the node runs",
     )
     build_images.add_argument(
-        "--rebuild", action="store_true", help="ignore cached wheels, layers and archives"
+        "--rebuild",
+        action="store_true",
+        help="build everything again, the Debian base too (picks up security updates)",
     )
     build_images.add_argument(
         "component", nargs="*", help=f"any of {', '.join(appimages.COMPONENTS)} (default: all)"

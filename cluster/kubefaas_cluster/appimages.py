@@ -475,7 +475,7 @@ class ImageBuilder:
                     stale.unlink()
                 for stale in self.cache_dir.glob("deps-*.tar"):
                     stale.unlink()
-                for stale in self.cache_dir.glob("wheel-*"):
+                for stale in [*self.cache_dir.glob("wheel-*"), *self.cache_dir.glob("base-*")]:
                     shutil.rmtree(stale)
             # Read once: every image of one build gets the same project wheel and pins.
             wheel_key = self.source.wheel_key()
