@@ -17,6 +17,9 @@ class InvocationError(Exception):
     """Base of every error an invocation can end with; `status` is its HTTP status."""
 
     status: ClassVar[int] = 500
+    # Set by the invoker when the request had waited for an instance to start before it
+    # failed, so the caller's `X-Cold-Start` is true on error answers too.
+    cold_start: bool = False
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

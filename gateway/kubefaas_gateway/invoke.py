@@ -147,6 +147,13 @@ class InvocationResponse:
         return None
 
 
+@dataclass(slots=True)
+class _Progress:
+    """What one invocation went through so far, for its error answers."""
+
+    cold_start: bool = False
+
+
 class Invoker:
     """Runs invocations against a backend; one per gateway, created in the lifespan."""
 
@@ -202,7 +209,25 @@ class Invoker:
             )
         per_instance = fn.spec.scaling.container_concurrency
 
-        cold_start = False
+        progress = _Progress()
+        try:
+            return await self._attempts(fn, request, started, per_instance, progress)
+        except InvocationError as error:
+            # The caller's X-Cold-Start says whether it waited for a start, failed or not.
+            error.cold_start = progress.cold_start
+            raise
+
+    async def _attempts(
+        self,
+        fn: Function,
+        request: InvocationRequest,
+        started: float,
+        per_instance: int,
+        progress: _Progress,
+    ) -> InvocationResponse:
+        """Acquire an instance and forward, again on another instance if one is gone."""
+        key = fn.key
+        tracker = self._tracker
         for attempt in range(1, MAX_CONNECT_ATTEMPTS + 1):
             if self._backend.ready_count(fn):
                 # Warm: acquire returns without waiting, so nothing is pending; skipping
@@ -212,7 +237,7 @@ class Invoker:
                 async with tracker.hold(key):
                     acquired = await self._backend.acquire(fn, request.deadline)
             if acquired.cold_start:
-                cold_start = True
+                progress.cold_start = True
                 self._metrics.record_cold_start(fn, _since(started))
             instance = acquired.instance
             if per_instance:
@@ -259,7 +284,7 @@ class Invoker:
                 raise FunctionTimedOut(
                     f"function {key} did not answer within its timeout ({fn.spec.timeout_seconds}s)"
                 ) from None
-            return self._answer(fn, upstream, cold_start, instance.id, started)
+            return self._answer(fn, upstream, progress.cold_start, instance.id, started)
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _forward(

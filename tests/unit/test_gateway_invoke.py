@@ -378,6 +378,29 @@ def test_handler_error_is_502_with_the_runtime_error_report(
     assert error["invocationId"] == response.headers["x-invocation-id"]
 
 
+def test_error_answers_carry_cold_start_and_duration(harness: Callable[..., Harness]) -> None:
+    """DESIGN §4: every answer, a failed one too, says whether it waited for a start."""
+
+    def raises(received: Received) -> Answer:
+        return Answer(
+            status=500,
+            headers={"Content-Type": "application/json", "X-Function-Error": "Unhandled"},
+            body=b'{"errorType": "ValueError", "errorMessage": "no"}',
+        )
+
+    h = harness((function("fail"), raises))
+    with TestClient(h.app) as client:
+        cold = client.post("/function/fail", json={})
+        warm = client.post("/function/fail", json={})
+        unknown = client.post("/function/nope", json={})
+    assert (cold.status_code, warm.status_code, unknown.status_code) == (502, 502, 404)
+    assert cold.headers["x-cold-start"] == "true"
+    assert warm.headers["x-cold-start"] == "false"
+    assert unknown.headers["x-cold-start"] == "false"
+    for response in (cold, warm, unknown):
+        assert float(response.headers["x-duration-ms"]) >= 0
+
+
 def test_runtime_timeout_is_504(harness: Callable[..., Harness]) -> None:
     def timed_out(received: Received) -> Answer:
         return Answer(status=504, headers={"X-Function-Error": "Timeout"}, body=b"{}")

@@ -10,10 +10,10 @@ otherwise `a` of the default namespace, with `/b/...` as the sub-path passed to 
 `/function/http/items/42` reaches `default/http` with path `/items/42` unless a namespace
 `http` holds a function `items`.
 
-Every answer carries `X-Invocation-Id`; the function's answers also `X-Cold-Start` and
-`X-Duration-Ms`. The body is read up to the sync limit and no further: a `Content-Length`
-over it is refused before reading, a chunked body as soon as it crosses it (the server
-discards the rest without buffering it).
+Every answer, errors included, carries `X-Invocation-Id`, `X-Cold-Start` and
+`X-Duration-Ms` (DESIGN §4). The body is read up to the sync limit and no further: a
+`Content-Length` over it is refused before reading, a chunked body as soon as it crosses it
+(the server discards the rest without buffering it).
 """
 
 from __future__ import annotations
@@ -163,6 +163,7 @@ class InvokeRoute:
 
     async def _invoke(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self._state
+        started = time.perf_counter()
         invocation_id = new_invocation_id()
         fn: Function | None = None
         try:
@@ -192,11 +193,12 @@ class InvokeRoute:
         except InvocationError as error:
             if isinstance(error, PayloadTooLarge) and fn is not None and state.invoker:
                 state.invoker.record_rejected(fn, error.status, "sync")
-            await _send_error(send, error, invocation_id)
+            await _send_error(send, error, invocation_id, started)
             return
         except Exception:
             log.exception("invocation %s failed inside the gateway", invocation_id)
-            await _send_error(send, InternalError("internal gateway error"), invocation_id)
+            internal = InternalError("internal gateway error")
+            await _send_error(send, internal, invocation_id, started)
             return
         body = response.body
         headers_out = [
@@ -212,7 +214,13 @@ class InvokeRoute:
         await send({"type": "http.response.body", "body": body})
 
 
-async def _send_error(send: Send, error: InvocationError, invocation_id: str) -> None:
+async def _send_error(
+    send: Send, error: InvocationError, invocation_id: str, started: float
+) -> None:
     status, headers, body = error_response(error, invocation_id)
+    headers += [
+        (b"x-cold-start", _TRUE if error.cold_start else _FALSE),
+        (b"x-duration-ms", f"{(time.perf_counter() - started) * 1000:.2f}".encode()),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
