@@ -150,7 +150,26 @@ def _ensure(
     raise ApiError(409, "Conflict", f"{path} kept changing during {MAX_ATTEMPTS} attempts")
 
 
-def ensure_config_map(kube: Kube, desired: Mapping[str, Any]) -> Applied:
+class _Unread(enum.Enum):
+    UNREAD = enum.auto()
+
+
+UNREAD: Final = _Unread.UNREAD
+"""`ensure_*(live=UNREAD)`: the caller has not read the object; it is read first.
+`live=None` instead says "probably absent" (a Function just created): the object is
+created straight away, and only a 409 makes the applier read and compare it."""
+
+
+LiveHint = Mapping[str, Any] | Literal[_Unread.UNREAD] | None
+
+
+def _read(kube: Kube, path: str, live: LiveHint) -> Mapping[str, Any] | None:
+    return kube.get(path) if live is UNREAD else live
+
+
+def ensure_config_map(
+    kube: Kube, desired: Mapping[str, Any], *, live: LiveHint = UNREAD
+) -> Applied:
     """Create or repair the code ConfigMap (its files must be exactly the inline code)."""
     meta = desired["metadata"]
     collection = namespaced("v1", "configmaps", meta["namespace"])
@@ -160,11 +179,11 @@ def ensure_config_map(kube: Kube, desired: Mapping[str, Any]) -> Applied:
         collection=collection,
         find_drift=drift.config_map_drift,
         repaired=drift.repaired_config_map,
-        live=kube.get(f"{collection}/{meta['name']}"),
+        live=_read(kube, f"{collection}/{meta['name']}", live),
     )
 
 
-def ensure_service(kube: Kube, desired: Mapping[str, Any]) -> Applied:
+def ensure_service(kube: Kube, desired: Mapping[str, Any], *, live: LiveHint = UNREAD) -> Applied:
     """Create or repair the Service (cluster IPs kept: they are immutable)."""
     meta = desired["metadata"]
     collection = namespaced("v1", "services", meta["namespace"])
@@ -174,23 +193,15 @@ def ensure_service(kube: Kube, desired: Mapping[str, Any]) -> Applied:
         collection=collection,
         find_drift=drift.service_drift,
         repaired=drift.repaired_service,
-        live=kube.get(f"{collection}/{meta['name']}"),
+        live=_read(kube, f"{collection}/{meta['name']}", live),
     )
-
-
-class _Unread(enum.Enum):
-    UNREAD = enum.auto()
-
-
-UNREAD: Final = _Unread.UNREAD
-"""`ensure_deployment(live=UNREAD)`: the caller has not read the object; read it here."""
 
 
 def ensure_deployment(
     kube: Kube,
     desired: Mapping[str, Any],
     *,
-    live: Mapping[str, Any] | Literal[_Unread.UNREAD] | None = UNREAD,
+    live: LiveHint = UNREAD,
 ) -> Applied:
     """Create or repair the Deployment without ever lowering its replica count.
 
@@ -202,8 +213,7 @@ def ensure_deployment(
     collection = namespaced("apps/v1", "deployments", meta["namespace"])
     path = f"{collection}/{meta['name']}"
     floor = int(desired["spec"]["replicas"])
-    if live is UNREAD:
-        live = kube.get(path)
+    live = _read(kube, path, live)
 
     if live is not None and drift.selector_changed(desired, live):
         # The selector is immutable: only a new object can carry ours. The old one's pods

@@ -100,7 +100,7 @@ class RestKube:
     def close(self) -> None:
         self._api.close()
 
-    def _request(
+    def request(
         self,
         method: str,
         path: str,
@@ -108,8 +108,10 @@ class RestKube:
         query: Iterable[tuple[str, str]] = (),
         body: Mapping[str, Any] | None = None,
         content_type: str = JSON,
+        accept: str = JSON,
     ) -> dict[str, Any]:
-        headers = {"Accept": JSON, "Content-Type": content_type}
+        """One request; the decoded JSON answer, or `ApiError` for a non-2xx status."""
+        headers = {"Accept": accept, "Content-Type": content_type}
         method, url, headers, payload, post = self._api.param_serialize(
             method=method,
             resource_path=path,
@@ -140,7 +142,7 @@ class RestKube:
 
     def get(self, path: str) -> dict[str, Any] | None:
         try:
-            return self._request("GET", path)
+            return self.request("GET", path)
         except ApiError as exc:
             if exc.not_found:
                 return None
@@ -155,20 +157,20 @@ class RestKube:
                 query.append(("labelSelector", label_selector))
             if token:
                 query.append(("continue", token))
-            page = self._request("GET", path, query=query)
+            page = self.request("GET", path, query=query)
             items.extend(page.get("items") or [])
             token = page.get("metadata", {}).get("continue") or ""
             if not token:
                 return items
 
     def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._request("POST", path, query=[("fieldManager", FIELD_MANAGER)], body=body)
+        return self.request("POST", path, query=[("fieldManager", FIELD_MANAGER)], body=body)
 
     def replace(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._request("PUT", path, query=[("fieldManager", FIELD_MANAGER)], body=body)
+        return self.request("PUT", path, query=[("fieldManager", FIELD_MANAGER)], body=body)
 
     def patch(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        return self._request(
+        return self.request(
             "PATCH",
             path,
             query=[("fieldManager", FIELD_MANAGER)],
@@ -178,7 +180,7 @@ class RestKube:
 
     def delete(self, path: str) -> None:
         try:
-            self._request("DELETE", path, body={"propagationPolicy": "Background"})
+            self.request("DELETE", path, body={"propagationPolicy": "Background"})
         except ApiError as exc:
             if not exc.not_found:
                 raise

@@ -104,9 +104,19 @@ def _write_status(
 
 
 def reconcile(
-    kube: Kube, config: OperatorConfig, body: Mapping[str, Any], *, now: Clock = utc_now
+    kube: Kube,
+    config: OperatorConfig,
+    body: Mapping[str, Any],
+    *,
+    now: Clock = utc_now,
+    new: bool = False,
 ) -> Outcome:
-    """Bring the children of the Function `body` in line with it, and write its status."""
+    """Bring the children of the Function `body` in line with it, and write its status.
+
+    `new`: the Function was just created, so its children most likely do not exist yet:
+    create them without reading first (a 409 falls back to read-and-compare). That halves
+    the API calls of a bulk `kubectl apply`.
+    """
     meta = body.get("metadata", {})
     if meta.get("deletionTimestamp"):
         return Outcome(skipped=True)
@@ -132,7 +142,7 @@ def reconcile(
 
     deployment: dict[str, Any] | None = None
     try:
-        deployment = _apply_children(kube, config, fn, outcome)
+        deployment = _apply_children(kube, config, fn, outcome, new=new)
     except builders.UnknownRuntimeError as exc:
         outcome.problem = NotReady(builders.REASON_UNKNOWN_RUNTIME, str(exc))
     except apply.NameConflictError as exc:
@@ -159,7 +169,7 @@ def reconcile(
 
 
 def _apply_children(
-    kube: Kube, config: OperatorConfig, fn: Function, outcome: Outcome
+    kube: Kube, config: OperatorConfig, fn: Function, outcome: Outcome, *, new: bool
 ) -> dict[str, Any] | None:
     """Apply ConfigMap, Deployment, Service; set `outcome.problem` and stop if blocked.
 
@@ -178,7 +188,9 @@ def _apply_children(
     files: dict[str, str] | None = None
     if code is not None and code.inline is not None:
         files = dict(code.inline)
-        applied = apply.ensure_config_map(kube, builders.build_config_map(fn))
+        applied = apply.ensure_config_map(
+            kube, builders.build_config_map(fn), live=None if new else apply.UNREAD
+        )
         outcome.actions.append(applied.describe())
     elif code is not None and code.config_map is not None:
         source = apply.read_config_map(kube, fn.namespace, code.config_map.name)
@@ -201,7 +213,7 @@ def _apply_children(
             )
             return None
 
-    live = apply.read_deployment(kube, fn.namespace, fn.name)
+    live = None if new else apply.read_deployment(kube, fn.namespace, fn.name)
     checksum = builders.pod_checksum(fn, files)
     version = builders.function_version(
         checksum=checksum, live=live, generation=fn.metadata.generation or 1
@@ -218,7 +230,10 @@ def _apply_children(
     outcome.actions.append(applied.describe())
     deployment = applied.object
 
-    outcome.actions.append(apply.ensure_service(kube, builders.build_service(fn)).describe())
+    service = apply.ensure_service(
+        kube, builders.build_service(fn), live=None if new else apply.UNREAD
+    )
+    outcome.actions.append(service.describe())
 
     if files is not None and (code is None or code.inline is None):
         # The code moved from inline to a ConfigMap of the user's: ours is stale.

@@ -38,11 +38,14 @@ def build_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.persistence.progress_storage = persistence.progress_storage()
     settings.persistence.diffbase_storage = persistence.diffbase_storage()
 
-    # Handler log lines (what a reconcile created or repaired, warnings) become Events on
-    # the Function, which is where `kubectl describe fn` users look.
+    # Events on the Function, where `kubectl describe fn` users look: what a reconcile
+    # created or repaired (posted explicitly by the handlers), and every warning or error
+    # logged while handling it (a retry because the code ConfigMap is missing...). kopf's
+    # own "Handler succeeded" lines stay in the log: two more etcd writes per reconcile
+    # would tell the user nothing the status does not.
     settings.posting.enabled = True
     settings.posting.loggers = True
-    settings.posting.level = logging.INFO
+    settings.posting.level = logging.WARNING
     settings.posting.reporting_component = naming.MANAGED_BY
     settings.posting.reporting_instance = socket.gethostname()
     settings.posting.event_name_prefix = "kubefaas-"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, cast
 
 import kopf
@@ -132,6 +133,7 @@ def test_kopf_posts_events_runs_standalone_and_filters_child_watches_by_label() 
     settings = build_settings(config({"KUBEFAAS_OPERATOR_WORKERS": "7"}))
     assert settings.posting.enabled
     assert settings.posting.loggers
+    assert settings.posting.level == logging.WARNING
     assert settings.peering.standalone
     assert isinstance(settings.watching.server_timeout, int)
     assert settings.watching.client_timeout > settings.watching.server_timeout

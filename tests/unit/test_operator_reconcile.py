@@ -32,6 +32,7 @@ class FakeKube:
     def __init__(self) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
         self.writes: list[tuple[str, str, dict[str, Any]]] = []
+        self.reads: list[str] = []
         self._versions = itertools.count(100)
         self.fail_writes: dict[str, ApiError] = {}
         self.before_write: list[Any] = []
@@ -56,6 +57,7 @@ class FakeKube:
                 raise error
 
     def get(self, path: str) -> dict[str, Any] | None:
+        self.reads.append(path)
         found = self.objects.get(path)
         return copy.deepcopy(found) if found is not None else None
 
@@ -219,6 +221,31 @@ def test_restart_half_way_converges_without_duplicates() -> None:
     children = [p for p in kube.objects if p != fn_path()]
     assert sorted(children) == sorted([dep_path(), svc_path(), cm_path("hello-code")])
     assert ready(kube)["status"] == "True"
+
+
+def test_a_function_just_created_gets_its_children_without_reading_them_first() -> None:
+    kube = FakeKube()
+    add_function(kube)
+    body = kube.get(fn_path())
+    assert body is not None
+    kube.reads.clear()
+    outcome = reconcile.reconcile(kube, CONFIG, body, now=lambda: NOW, new=True)
+    assert outcome.problem is None
+    assert kube.reads == []
+    assert [w[0] for w in kube.writes] == ["create", "create", "create", "patch"]
+
+
+def test_a_new_function_whose_children_exist_falls_back_to_compare() -> None:
+    kube = FakeKube()
+    add_function(kube)
+    run(kube)
+    body = kube.get(fn_path())
+    assert body is not None
+    kube.writes.clear()
+    outcome = reconcile.reconcile(kube, CONFIG, body, now=lambda: NOW, new=True)
+    assert outcome.problem is None
+    assert [w[0] for w in kube.writes] == ["create", "create", "create"]  # three 409s
+    assert not outcome.changed
 
 
 def test_two_reconciles_racing_to_create_do_not_fail() -> None:

@@ -48,7 +48,9 @@ def _handler(kind: str) -> Any:
             # On the Function, where `kubectl describe fn` shows who undid a hand edit.
             message = f"{kind} {body.get('metadata', {}).get('name')} changed by someone else: "
             subject = kopf.Body(cast(kopf.RawBody, outcome.subject))
-            kopf.info(subject, reason="Repaired", message=message + "; ".join(changed))
+            kopf.event(
+                subject, type="Normal", reason="Repaired", message=message + "; ".join(changed)
+            )
         if changed:
             logger.info("; ".join(changed))
         if outcome.problem is not None:

@@ -26,12 +26,17 @@ def reconcile_function(
 ) -> None:
     context: OperatorContext = memo.context
     outcome = context.observed(
-        f"function-{reason}", lambda: reconcile.reconcile(context.kube, context.config, body)
+        f"function-{reason}",
+        lambda: reconcile.reconcile(
+            context.kube, context.config, body, new=reason == "create" and retry == 0
+        ),
     )
-    # One line (one Event on the Function) per reconcile that changed something.
+    # One Event on the Function per reconcile that changed something (kopf's own
+    # "Handler succeeded" lines are logged, not posted: see settings).
     changed = [a for a in outcome.actions if not a.startswith("unchanged")]
     if changed:
         logger.info("; ".join(changed))
+        kopf.event(body, type="Normal", reason="Reconciled", message="; ".join(changed))
     for warning in outcome.warnings:
         logger.warning(warning)
     problem = outcome.problem
