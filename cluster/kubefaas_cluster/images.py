@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import time
 from pathlib import Path
 
 from kubefaas_cluster import oci
@@ -19,6 +20,7 @@ from kubefaas_cluster.binaries import BuildError, cache_root, ensure_command
 # looked up in a registry.
 PAUSE_IMAGE = "localhost/kubefaas/pause:3.10"
 CONTAINERD_NAMESPACE = "k8s.io"
+IMPORT_ATTEMPTS = 4
 
 # Sleeps until SIGINT/SIGTERM, reaps orphaned children (it is PID 1 of the pod when the
 # process namespace is shared), exits 0 on a stop signal.
@@ -103,23 +105,27 @@ def import_archive(archive: Path, *, ctr: Path, address: Path) -> None:
     """``ctr images import`` into the CRI namespace; importing the same archive again is a no-op.
 
     The image is unpacked for the default snapshotter during import, so the first pod that
-    uses it does not pay for that.
+    uses it does not pay for that. Re-tagging an image (a rebuilt one replaces the old)
+    wakes containerd 1.6's garbage collector, which can remove a shared parent snapshot
+    while the next import unpacks onto it ("parent snapshot ... does not exist"); the same
+    import then succeeds when tried again, so a few attempts are made before giving up.
     """
-    result = subprocess.run(
-        [
-            str(ctr),
-            f"--address={address}",
-            f"--namespace={CONTAINERD_NAMESPACE}",
-            "images",
-            "import",
-            str(archive),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise BuildError(f"ctr images import {archive} failed: {result.stderr or result.stdout}")
+    command = [
+        str(ctr),
+        f"--address={address}",
+        f"--namespace={CONTAINERD_NAMESPACE}",
+        "images",
+        "import",
+        str(archive),
+    ]
+    for attempt in range(1, IMPORT_ATTEMPTS + 1):
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode == 0:
+            return
+        output = result.stderr or result.stdout
+        if "does not exist" not in output or attempt == IMPORT_ATTEMPTS:
+            raise BuildError(f"ctr images import {archive} failed: {output}")
+        time.sleep(0.5 * attempt)
 
 
 def containerd_answers(*, ctr: Path, address: Path) -> bool:
