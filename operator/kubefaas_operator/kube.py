@@ -38,6 +38,11 @@ class ApiError(Exception):
         return self.status == 404
 
     @property
+    def namespace_terminating(self) -> bool:
+        """403 for creating anything in a namespace that is being deleted."""
+        return self.status == 403 and "being terminated" in self.message
+
+    @property
     def conflict(self) -> bool:
         """409: a stale resourceVersion, or a create of a name that exists."""
         return self.status == 409

@@ -148,6 +148,9 @@ def reconcile(
     except apply.NameConflictError as exc:
         outcome.problem = NotReady(builders.REASON_NAME_CONFLICT, str(exc), retry=True)
     except ApiError as exc:
+        if exc.namespace_terminating:
+            # The namespace is being deleted: its Functions go with it, nothing to repair.
+            return Outcome(skipped=True, subject=outcome.subject)
         outcome.problem = NotReady(
             builders.REASON_APPLY_FAILED, f"the API server refused a change: {exc}", retry=True
         )

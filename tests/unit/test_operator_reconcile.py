@@ -248,6 +248,20 @@ def test_a_new_function_whose_children_exist_falls_back_to_compare() -> None:
     assert not outcome.changed
 
 
+def test_a_namespace_being_deleted_is_not_fought() -> None:
+    kube = FakeKube()
+    add_function(kube)
+    kube.fail_writes[f"/api/v1/namespaces/{NS}/configmaps"] = ApiError(
+        403,
+        "Forbidden",
+        f"unable to create new content in namespace {NS} because it is being terminated",
+    )
+    outcome = run(kube)
+    assert outcome.skipped
+    assert outcome.problem is None
+    assert "status" not in kube.objects[fn_path()]
+
+
 def test_two_reconciles_racing_to_create_do_not_fail() -> None:
     kube = FakeKube()
     add_function(kube)
