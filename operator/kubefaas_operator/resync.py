@@ -1,9 +1,11 @@
 """The safety net: every few minutes, compare every Function with its children.
 
 The children watch repairs drift as it happens; this pass catches what a watch can miss
-(a child deleted while a stream was reconnecting, a Function left not ready). It costs
-four LIST calls whatever the number of Functions, and reconciles only the Functions that
-need it, so it is cheap enough to run often. It needs no finalizer, unlike a kopf timer.
+(a child deleted while a stream was reconnecting, a Function left not ready), and picks
+up edits of the ConfigMaps users keep their code in (the operator does not watch every
+ConfigMap of the cluster). It costs four LIST calls plus a reconcile of only the Functions
+that need one, so it is cheap enough to run often. It needs no finalizer, unlike a kopf
+timer.
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ def why_reconcile(
     inline = fn.spec.code is not None and fn.spec.code.inline is not None
     if inline and config_map is None:
         return "code ConfigMap missing"
+    if fn.spec.code is not None and fn.spec.code.config_map is not None:
+        # Nothing watches the user's ConfigMap: its contents are compared here, so an edit
+        # rolls the pods within one resync period.
+        return "code in a ConfigMap of the user's"
     children = [("Deployment", deployment), ("Service", service)]
     if config_map is not None:
         children.append(("ConfigMap", config_map))

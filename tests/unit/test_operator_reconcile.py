@@ -579,3 +579,20 @@ def test_resync_recreates_what_a_missed_event_left_missing_and_nothing_else() ->
     assert dep_path("two") in kube.objects
     assert svc_path("three") in kube.objects
     assert resync.resync_once(OperatorContext(config=CONFIG, kube=kube)) == []
+
+
+def test_resync_rolls_the_pods_after_the_users_code_configmap_was_edited() -> None:
+    kube = FakeKube()
+    kube.put_object(cm_path("src"), {"metadata": {"name": "src"}, "data": {"main.py": "1"}})
+    add_function(kube, code={"configMap": {"name": "src"}})
+    run(kube)
+    key = naming.CODE_CHECKSUM_ANNOTATION
+    before = kube.objects[dep_path()]["spec"]["template"]["metadata"]["annotations"][key]
+    context = OperatorContext(config=CONFIG, kube=kube)
+    kube.writes.clear()
+    resync.resync_once(context)
+    assert kube.writes_to("/deployments") == []  # unchanged code: nothing written
+    kube.objects[cm_path("src")]["data"]["main.py"] = "2"
+    resync.resync_once(context)
+    after = kube.objects[dep_path()]["spec"]["template"]["metadata"]["annotations"][key]
+    assert after != before
