@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -42,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from host import free_port, machine
 
 from kubefaas_gateway.queue import InvocationQueue, NewInvocation
 from kubefaas_gateway.queue.redis import RedisQueue
@@ -64,30 +64,6 @@ BODY = b'{"order": 42, "items": ["a", "b", "c"]}'
 CONNECTIONS = 64
 START_TIMEOUT_SECONDS = 30.0
 DELIVERY_TIMEOUT_SECONDS = 300.0
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        model = platform.processor()
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        # Other work on the machine skews the rates (not the CPU per event): say how much.
-        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager

@@ -33,7 +33,6 @@ import asyncio
 import json
 import math
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -48,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from host import free_port, machine
 
 HERE = Path(__file__).resolve().parent
 START_TIMEOUT_SECONDS = 30.0
@@ -97,30 +97,6 @@ spec:
             await asyncio.sleep(float(event.get("seconds", 1)))
             return {{"ok": True}}
 """
-
-
-def machine() -> dict[str, Any]:
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        # Other work on the machine shows in the tail latencies; say how busy it was.
-        "loadavg_1m_before": round(os.getloadavg()[0], 2),
-    }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextmanager
@@ -422,7 +398,7 @@ def main() -> int:
 
     print(
         f"machine: {host['nproc']} CPU, {host['cpu']}, Python {host['python']}, "
-        f"load average before the run {host['loadavg_1m_before']}"
+        f"load average before the run {host['loadavg_1m_at_start']}"
     )
     print()
     print(f"scale-up: {title}")

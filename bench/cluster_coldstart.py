@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import re
 import shutil
 import statistics
@@ -58,6 +56,8 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from host import machine
 
 from e2e.harness import (
     CHART,
@@ -88,23 +88,6 @@ STEPS = (
 # Steps that are not on the path to the response: their successor is timed from before them.
 OFF_PATH = frozenset({"ready"})
 WATCH_SECONDS = 30
-
-
-def machine() -> dict[str, Any]:
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        "loadavg_1m_before": round(os.getloadavg()[0], 2),
-    }
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -471,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['step']:28} {_cell(row['p50_ms'])} {_cell(row['p95_ms'])} "
             f"{_cell(row['step_p50_ms'])}  {row['seen_in']}"
         )
-    print(f"machine: {host['nproc']} x {host['cpu']}, load {host['loadavg_1m_before']}")
+    print(f"machine: {host['nproc']} x {host['cpu']}, load {host['loadavg_1m_at_start']}")
     if args.json:
         args.json.write_text(
             json.dumps({"machine": host, "summary": rows, **measured}, indent=2) + "\n"

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -30,8 +29,9 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+import host
 import yaml
 
 HANDLER = """\
@@ -65,17 +65,10 @@ class Figures:
     cpu_us_per_request: float
 
 
-def machine() -> dict[str, str]:
-    model = "unknown"
-    with open("/proc/cpuinfo") as info:
-        for line in info:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+def machine() -> dict[str, Any]:
+    """The host, plus how this benchmark loads it."""
     return {
-        "nproc": str(os.cpu_count()),
-        "cpu": model,
-        "python": platform.python_version(),
+        **host.machine(),
         "load_generator": "wrk" if shutil.which("wrk") else "aiohttp",
         "pinned": "yes" if pinning() else "no",
     }

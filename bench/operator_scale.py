@@ -29,7 +29,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import re
 import sys
 import tempfile
@@ -39,6 +38,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from host import machine
 
 from kubefaas import limits, naming
 from kubefaas_operator.kube import ApiError, RestKube, cluster, namespaced
@@ -54,24 +55,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 GROUP_VERSION = f"{limits.API_GROUP}/{limits.API_VERSION}"
 
 CODE = "def handler(event, context):\n    return {'n': %d}\n"
-
-
-def machine() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        model = platform.processor()
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        # Other work on the machine skews every time here: say how much there was.
-        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
-    }
 
 
 @contextlib.contextmanager

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import re
 import shutil
 import signal
@@ -39,6 +38,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from host import cpu_model, free_port
 
 RUNTIME_SOURCE = Path(__file__).resolve().parents[1] / "runtime"
 
@@ -88,13 +89,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _pin(cpu: int) -> list[str]:
     if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
         return ["taskset", "-c", str(cpu)]
@@ -105,7 +99,7 @@ def _start_runtime(kind: str, workdir: Path) -> tuple[subprocess.Popen[bytes], s
     code = workdir / kind
     code.mkdir(parents=True, exist_ok=True)
     (code / "main.py").write_text(HANDLERS.get(kind, ""))
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(
@@ -250,16 +244,6 @@ def _median(results: list[Result]) -> Result:
     return ordered[len(ordered) // 2]
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=10.0)
@@ -291,7 +275,7 @@ def main() -> None:
     load_average = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     pinned = "runtime on CPU 0, client on CPU 1" if _pin(0) else "not pinned"
     print(
-        f"# kubefaas runtime direct: {os.cpu_count()} CPUs ({_cpu_model()}), "
+        f"# kubefaas runtime direct: {os.cpu_count()} CPUs ({cpu_model()}), "
         f"client {client_name}, {pinned}, load average {load_average:.2f} at start"
     )
 
