@@ -19,7 +19,6 @@ at tag 0.1.0 first.
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -39,6 +38,7 @@ from kubefaas import naming
 from kubefaas_cluster.binaries import BinaryCache, MissingBinary
 from kubefaas_cluster.cluster import LocalCluster
 from kubefaas_cluster.layout import default_cluster_dir
+from tests.manifests import deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "kubefaas"
@@ -333,20 +333,10 @@ def answers(gateway: Gateway, path: str) -> bool:
         return False
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def function_manifest(example: str, *, name: str, namespace: str, **merge: Any) -> str:
     """`examples/<example>.yaml` renamed to `name` in `namespace`, deep-merged with `merge`."""
     document = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text(encoding="utf-8"))
-    document = _deep_merge(document, merge)
+    document = deep_merge(document, merge)
     document["metadata"]["name"] = name
     document["metadata"]["namespace"] = namespace
     return yaml.safe_dump(document, sort_keys=False)

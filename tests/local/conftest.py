@@ -28,7 +28,6 @@ process it started is still alive: no test may leave an orphan behind.
 
 from __future__ import annotations
 
-import copy
 import os
 import re
 import signal
@@ -46,22 +45,14 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.manifests import deep_merge
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 START_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
 ORPHAN_GRACE_SECONDS = 5.0
 # What the gateway prints once it listens (local.serve_local).
 SERVING_LINE = re.compile(r"serving on (http://\S+)")
-
-
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
 
 
 @dataclass
@@ -73,7 +64,7 @@ class ManifestDir:
     def add_example(self, example: str, *, name: str | None = None, **merge: Any) -> Path:
         """Copy `examples/<example>.yaml`, renamed to `name` and deep-merged with `merge`."""
         document = yaml.safe_load((EXAMPLES / f"{example}.yaml").read_text())
-        document = _deep_merge(document, merge)
+        document = deep_merge(document, merge)
         if name is not None:
             document["metadata"]["name"] = name
         target = self.path / f"{document['metadata']['name']}.yaml"
