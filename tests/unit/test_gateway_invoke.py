@@ -17,6 +17,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -197,8 +198,11 @@ class Harness:
 
 
 @pytest.fixture
-def harness() -> Iterator[Callable[..., Harness]]:
-    """Build an app over stand-in runtimes: harness((fn, responder), ..., **settings)."""
+def harness(tmp_path: Path) -> Iterator[Callable[..., Harness]]:
+    """Build an app over stand-in runtimes: harness((fn, responder), ..., **settings).
+
+    The async queue's SQLite file goes to the test's own folder, never the working tree.
+    """
     runtimes: list[StandInRuntime] = []
 
     def build(*functions: tuple[Function, Responder], **overrides: Any) -> Harness:
@@ -211,7 +215,9 @@ def harness() -> Iterator[Callable[..., Harness]]:
             by_key[fn.key] = runtime
         registry = FunctionRegistry(fn for fn, _ in functions)
         tracker = Tracker()
-        settings = Settings(sync_body_limit_bytes=BODY_LIMIT, **overrides)
+        settings = Settings(
+            sync_body_limit_bytes=BODY_LIMIT, state_dir=tmp_path / "state", **overrides
+        )
         app = create_app(settings, backend, registry, tracker=tracker, background=())
         return Harness(app, backend, registry, tracker, by_key)
 
