@@ -64,6 +64,7 @@ bench: venv
 
 bench-cluster: venv
 	$(PY) bench/cluster_coldstart.py --json bench/cluster_coldstart.json
+	$(PY) bench/autoscale.py --cluster --json bench/autoscale_cluster.json --plot bench/autoscale_cluster.png
 
 k8s-binaries: venv
 	$(PY) -m kubefaas_cluster build
