@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kubefaas import limits, naming
+from kubefaas import contract, limits, naming
 from kubefaas.api import API_VERSION, Function
 from kubefaas.quantity import mebibytes
 
@@ -246,20 +246,15 @@ def resolve_image(fn: Function, image_for_runtime: Mapping[str, str]) -> str:
 
 
 def runtime_env(fn: Function, *, version: int) -> list[dict[str, str]]:
-    """The launch contract of `kubefaas_runtime.config` (DESIGN §5)."""
-    spec = fn.spec
-    return [
-        {"name": "PORT", "value": str(limits.RUNTIME_PORT)},
-        {"name": "KUBEFAAS_CODE_DIR", "value": naming.CODE_MOUNT_PATH},
-        {"name": "KUBEFAAS_HANDLER", "value": spec.handler},
-        {"name": "KUBEFAAS_FUNCTION_NAME", "value": fn.name},
-        {"name": "KUBEFAAS_FUNCTION_NAMESPACE", "value": fn.namespace},
-        {"name": "KUBEFAAS_FUNCTION_VERSION", "value": str(version)},
-        {"name": "KUBEFAAS_EVENT_FORMAT", "value": spec.event_format},
-        {"name": "KUBEFAAS_TIMEOUT_SECONDS", "value": str(spec.timeout_seconds)},
-        {"name": "KUBEFAAS_MEMORY_MB", "value": str(mebibytes(spec.memory))},
-        {"name": "TMPDIR", "value": naming.TMP_MOUNT_PATH},
-    ]
+    """The launch contract (`kubefaas.contract`) as a container's env list."""
+    environment = contract.runtime_environment(
+        fn,
+        port=limits.RUNTIME_PORT,
+        code_dir=naming.CODE_MOUNT_PATH,
+        tmp_dir=naming.TMP_MOUNT_PATH,
+        version=version,
+    )
+    return [{"name": name, "value": value} for name, value in environment.items()]
 
 
 def shadowed_env(fn: Function) -> list[str]:
@@ -268,7 +263,7 @@ def shadowed_env(fn: Function) -> list[str]:
     Letting a user's ``PORT`` or ``KUBEFAAS_CODE_DIR`` win would break the runtime in ways
     that look like platform bugs; the reconcile warns about them instead.
     """
-    reserved = {item["name"] for item in runtime_env(fn, version=0)}
+    reserved = contract.reserved_names(fn)
     return [env.name for env in fn.spec.env if env.name in reserved]
 
 

@@ -38,7 +38,7 @@ from typing import Any
 import aiohttp
 
 from kubefaas.api import Function
-from kubefaas.quantity import mebibytes
+from kubefaas.contract import runtime_environment
 from kubefaas_gateway.backends.base import Acquired, Instance
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
 from kubefaas_gateway.settings import Settings
@@ -310,19 +310,18 @@ class LocalBackend:
         env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEFAAS_")}
         env.update({var.name: var.value for var in fn.spec.env})
         env.update(
+            runtime_environment(
+                fn,
+                port=port,
+                code_dir=str(code_dir),
+                tmp_dir=str(tmp),
+                version=fn.metadata.generation or 1,
+            )
+        )
+        env.update(
             {
-                "PORT": str(port),
                 "HOST": LOOPBACK,
-                "KUBEFAAS_CODE_DIR": str(code_dir),
-                "KUBEFAAS_HANDLER": fn.spec.handler,
-                "KUBEFAAS_FUNCTION_NAME": fn.name,
-                "KUBEFAAS_FUNCTION_NAMESPACE": fn.namespace,
-                "KUBEFAAS_FUNCTION_VERSION": str(fn.metadata.generation or 1),
-                "KUBEFAAS_EVENT_FORMAT": fn.spec.event_format,
-                "KUBEFAAS_TIMEOUT_SECONDS": str(fn.spec.timeout_seconds),
-                "KUBEFAAS_MEMORY_MB": str(mebibytes(fn.spec.memory)),
                 "KUBEFAAS_DRAIN_GRACE_SECONDS": LOCAL_DRAIN_GRACE_SECONDS,
-                "TMPDIR": str(tmp),
                 "PYTHONUNBUFFERED": "1",
                 "PYTHONDONTWRITEBYTECODE": "1",
             }
