@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.loopback import free_port
+
 START_TIMEOUT_SECONDS = 10.0
 
 
@@ -46,12 +48,6 @@ class RedisServer:
                 self.process.wait()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_redis(directory: Path) -> RedisServer:
     """Start redis-server with AOF on (everysec) in `directory`; fail with its log if not."""
     binary = shutil.which("redis-server")
@@ -64,7 +60,7 @@ def start_redis(directory: Path) -> RedisServer:
     directory.mkdir(parents=True, exist_ok=True)
     last_error = ""
     for _ in range(5):  # the free port can be taken between probing and binding
-        port = _free_port()
+        port = free_port()
         log = directory / f"redis-{port}.log"
         process = subprocess.Popen(
             [

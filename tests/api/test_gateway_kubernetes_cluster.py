@@ -20,7 +20,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -46,6 +45,7 @@ from kubefaas_gateway.backends.kubernetes import KubernetesBackend
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings
 from kubefaas_operator.builders import build_deployment
+from tests.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "function.yaml"
@@ -379,19 +379,12 @@ async def test_a_waiting_request_is_routed_to_the_pod_that_comes_up_then_not_onc
             release_pod(kube_api, ns, "echo-pod")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_kubefaas_gateway_serves_the_cluster_and_stops_on_sigterm(
     kube_api: KubeApi, ns: str, tmp_path: Path
 ) -> None:
     fn = apply_function(kube_api, ns, "greeter")
     deploy_like_the_operator(kube_api, fn)
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "gateway.log"
     env = {
         **os.environ,

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,6 +31,7 @@ import httpx
 import pytest
 
 from kubefaas import dlq, limits
+from tests.loopback import free_port
 from tests.redis_server import RedisServer, redis_server, start_redis
 
 __all__ = ["redis_server"]
@@ -136,13 +136,6 @@ spec:
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @dataclass
 class Gateway:
     """One local-mode gateway process; `kill9` and `start` again keep its state."""
@@ -151,7 +144,7 @@ class Gateway:
     state_dir: Path
     log_path: Path
     env: dict[str, str]
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -12,6 +12,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.loopback import wait_until
+
 if TYPE_CHECKING:
     from tests.local.conftest import ManifestDir, RunningGateway
 
@@ -45,15 +47,6 @@ async def sample_until(
             response = await client.get("/internal/stats")
             into.append(response.json()["functions"][key])
             await asyncio.sleep(0.25)
-
-
-def wait_until(check: Callable[[], bool], timeout: float) -> bool:
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
-        if check():
-            return True
-        time.sleep(0.25)
-    return check()
 
 
 async def test_concurrent_slow_calls_scale_out_then_back_to_zero_after_idle(
@@ -99,9 +92,11 @@ async def test_concurrent_slow_calls_scale_out_then_back_to_zero_after_idle(
 
     # Idle: every instance stays for the idle window, then all go (halving per tick).
     assert function_stats(gateway, key)["readyInstances"] >= 1
-    assert wait_until(lambda: function_stats(gateway, key)["replicas"] == 0, IDLE_SECONDS + 30)
+    assert wait_until(
+        lambda: function_stats(gateway, key)["replicas"] == 0, IDLE_SECONDS + 30, interval=0.25
+    )
     assert time.monotonic() - last_call >= IDLE_SECONDS - 1
-    assert wait_until(lambda: gateway.instance_pids() == [], 10)
+    assert wait_until(lambda: gateway.instance_pids() == [], 10, interval=0.25)
     final = function_stats(gateway, key)
     assert final["desiredReplicas"] == 0
     assert final["inFlight"] == 0

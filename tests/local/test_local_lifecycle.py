@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.loopback import wait_until
+
 if TYPE_CHECKING:
     from tests.local.conftest import ManifestDir, RunningGateway
 
@@ -26,15 +28,6 @@ def handler(event, context):
         os._exit(1)
     return {"pid": os.getpid()}
 """
-
-
-def wait_until(check: Callable[[], bool], timeout: float) -> bool:
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
 
 
 def test_first_call_is_a_cold_start_then_the_instance_is_reused(

@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.loopback import free_port
+
 pytestmark = pytest.mark.local
 
 RUNTIME_SOURCE = Path(__file__).resolve().parents[2] / "runtime"
@@ -62,13 +64,6 @@ class RuntimeProcess:
         return lines
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
 def start_runtime(tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
     started: list[subprocess.Popen[bytes]] = []
@@ -78,7 +73,7 @@ def start_runtime(tmp_path: Path) -> Iterator[Callable[..., RuntimeProcess]]:
         code.mkdir(exist_ok=True)
         (code / "main.py").write_text(textwrap.dedent(source))
         scratch = tmp_path / "scratch"
-        port = _free_port()
+        port = free_port()
         python_path = [str(RUNTIME_SOURCE), os.environ.get("PYTHONPATH", "")]
         environment = {
             **os.environ,
