@@ -28,7 +28,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 
 from kubefaas_gateway.dependencies import StateDep
 from kubefaas_gateway.errors import (
@@ -38,10 +37,9 @@ from kubefaas_gateway.errors import (
     InvocationError,
     InvocationNotFound,
     NoCapacity,
-    PayloadTooLarge,
     error_response,
 )
-from kubefaas_gateway.routers.invoke import forward_headers
+from kubefaas_gateway.routers.invoke import ClientDisconnected, forward_headers, read_body
 from kubefaas_gateway.state import GatewayState
 from kubefaas_gateway.workers import AsyncDelivery
 
@@ -129,16 +127,8 @@ async def _accept(
     try:
         callback_url = _callback_url(request)
         headers, length = forward_headers(request.scope)
-        if length > limit:
-            raise PayloadTooLarge(_too_large(limit))
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(_too_large(limit))
-            chunks.append(chunk)
-    except ClientDisconnect:
+        body = await read_body(request.receive, length=length, limit=limit, kind="async")
+    except ClientDisconnected:
         return Response(status_code=499)  # nobody is listening; nothing was stored
     except InvocationError as error:
         if state.invoker is not None:
@@ -148,7 +138,7 @@ async def _accept(
     try:
         await delivery.submit(
             fn,
-            b"".join(chunks),
+            body,
             headers=stored,
             query=request.scope["query_string"].decode("latin-1"),
             callback_url=callback_url,
@@ -177,10 +167,6 @@ def _callback_url(request: Request) -> str | None:
             f"got {value[:100]!r}"
         )
     return value
-
-
-def _too_large(limit: int) -> str:
-    return f"request body is larger than the asynchronous limit of {limit} bytes"
 
 
 @router.get("/invocations/{invocation_id}")

@@ -33,7 +33,7 @@ from kubefaas_gateway.errors import (
     PayloadTooLarge,
     error_response,
 )
-from kubefaas_gateway.invoke import InvocationRequest, new_invocation_id
+from kubefaas_gateway.invoke import InvocationRequest, InvocationType, new_invocation_id
 from kubefaas_gateway.proxy import HOP_BY_HOP
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.state import GatewayState
@@ -121,8 +121,14 @@ def forward_headers(scope: Scope) -> tuple[list[tuple[str, str]], int]:
     return headers, length
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """The whole request body, refusing (PayloadTooLarge) as soon as it passes `limit`."""
+async def read_body(
+    receive: Receive, *, length: int, limit: int, kind: InvocationType = "sync"
+) -> bytes:
+    """The whole request body, refused (PayloadTooLarge) when its `length` (Content-Length,
+    -1 if none) is over `limit`, or as soon as the streamed body passes it; `kind` names
+    the limit in the message. Shared by the sync route and the async one."""
+    if length > limit:
+        raise PayloadTooLarge(_too_large(limit, kind))
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -133,7 +139,7 @@ async def read_body(receive: Receive, limit: int) -> bytes:
         if chunk:
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(_too_large(limit))
+                raise PayloadTooLarge(_too_large(limit, kind))
             chunks.append(chunk)
         if not message.get("more_body", False):
             break
@@ -142,8 +148,9 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _too_large(limit: int) -> str:
-    return f"request body is larger than the synchronous limit of {limit} bytes"
+def _too_large(limit: int, kind: InvocationType) -> str:
+    which = "synchronous" if kind == "sync" else "asynchronous"
+    return f"request body is larger than the {which} limit of {limit} bytes"
 
 
 def is_invoke_path(path: str) -> bool:
@@ -174,10 +181,9 @@ class InvokeRoute:
             path = raw.decode("latin-1") if raw else quote(scope["path"])
             fn, sub_path = resolve(state.registry, path, state.settings.default_namespace)
             headers, length = forward_headers(scope)
-            limit = state.settings.sync_body_limit_bytes
-            if length > limit:
-                raise PayloadTooLarge(_too_large(limit))
-            body = await read_body(receive, limit)
+            body = await read_body(
+                receive, length=length, limit=state.settings.sync_body_limit_bytes
+            )
             request = InvocationRequest(
                 method=scope["method"],
                 path=sub_path,
