@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from kubefaas import limits, naming
+from kubefaas import naming, wire
 from kubefaas.api import Function, InvalidFunction, parse_function
 from kubefaas_gateway.backends.base import Instance
 from kubefaas_gateway.registry import FunctionRegistry
@@ -119,7 +119,7 @@ def runtime_port(obj: Mapping[str, Any]) -> int:
         for port in container.get("ports") or []:
             if port.get("name") == naming.RUNTIME_PORT_NAME and port.get("containerPort"):
                 return int(port["containerPort"])
-    return limits.RUNTIME_PORT
+    return wire.RUNTIME_PORT
 
 
 @dataclass(eq=False)

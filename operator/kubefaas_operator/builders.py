@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kubefaas import contract, limits, naming
+from kubefaas import contract, limits, naming, wire
 from kubefaas.api import API_VERSION, Function
 from kubefaas.quantity import mebibytes
 
@@ -249,7 +249,7 @@ def runtime_env(fn: Function, *, version: int) -> list[dict[str, str]]:
     """The launch contract (`kubefaas.contract`) as a container's env list."""
     environment = contract.runtime_environment(
         fn,
-        port=limits.RUNTIME_PORT,
+        port=wire.RUNTIME_PORT,
         code_dir=naming.CODE_MOUNT_PATH,
         tmp_dir=naming.TMP_MOUNT_PATH,
         version=version,
@@ -324,7 +324,7 @@ def _container(fn: Function, *, image: str, version: int) -> dict[str, Any]:
         "ports": [
             {
                 "name": naming.RUNTIME_PORT_NAME,
-                "containerPort": limits.RUNTIME_PORT,
+                "containerPort": wire.RUNTIME_PORT,
                 "protocol": "TCP",
             }
         ],
@@ -332,7 +332,7 @@ def _container(fn: Function, *, image: str, version: int) -> dict[str, Any]:
         "resources": _resources(fn),
         "volumeMounts": _mounts(fn),
         "readinessProbe": {
-            "httpGet": {"path": "/healthz", "port": limits.RUNTIME_PORT, "scheme": "HTTP"},
+            "httpGet": {"path": "/healthz", "port": wire.RUNTIME_PORT, "scheme": "HTTP"},
             "periodSeconds": READINESS_PERIOD_SECONDS,
             "timeoutSeconds": READINESS_TIMEOUT_SECONDS,
             "failureThreshold": READINESS_FAILURE_THRESHOLD,
@@ -425,7 +425,7 @@ def build_service(fn: Function) -> dict[str, Any]:
                 {
                     "name": naming.RUNTIME_PORT_NAME,
                     "port": SERVICE_PORT,
-                    "targetPort": limits.RUNTIME_PORT,
+                    "targetPort": wire.RUNTIME_PORT,
                     "protocol": "TCP",
                 }
             ],

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kubefaas import limits, naming
+from kubefaas import limits, naming, wire
 from kubefaas.api import Function, parse_function
 from kubefaas_operator import builders
 from kubefaas_operator.builders import NotReady
@@ -198,7 +198,7 @@ def test_the_contract_names_match_what_the_runtime_reads() -> None:
     from kubefaas_runtime.config import Settings
 
     settings = Settings.from_env(env_of(deployment(function(timeoutSeconds=7))))
-    assert settings.port == limits.RUNTIME_PORT
+    assert settings.port == wire.RUNTIME_PORT
     assert settings.code_dir == naming.CODE_MOUNT_PATH
     assert settings.function_name == "hello"
     assert settings.function_namespace == "team-a"

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubefaas import limits, naming
+from kubefaas import limits, naming, wire
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "kubefaas"
@@ -631,7 +631,7 @@ def test_function_pods_admit_only_the_gateway_on_the_runtime_port() -> None:
     assert selector[naming.COMPONENT_LABEL] == naming.FUNCTION_COMPONENT
     assert selector[naming.MANAGED_BY_LABEL] == naming.MANAGED_BY
     [rule] = policy["spec"]["ingress"]
-    assert rule["ports"] == [{"port": limits.RUNTIME_PORT, "protocol": "TCP"}]
+    assert rule["ports"] == [{"port": wire.RUNTIME_PORT, "protocol": "TCP"}]
     [peer] = rule["from"]
     assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": NAMESPACE}
     gateway = find(objects, "Deployment", "kubefaas-gateway")
