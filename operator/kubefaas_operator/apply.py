@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from kubefaas import limits, naming
+from kubefaas.kubeapi import ApiError
 from kubefaas_operator import drift
-from kubefaas_operator.kube import ApiError, Kube, namespaced
+from kubefaas_operator.kube_sync import Kube, namespaced
 
 MAX_ATTEMPTS = 5
 """Reads and writes per object before a run of 409s is reported as an error."""

@@ -17,11 +17,11 @@ from typing import Any
 
 import kopf
 
-from kubefaas_operator import metrics, resync
+from kubefaas_operator import operator_metrics, resync
 from kubefaas_operator.config import ConfigError, OperatorConfig, load_config
 from kubefaas_operator.context import OperatorContext
 from kubefaas_operator.handlers import register_all
-from kubefaas_operator.kube import RestKube
+from kubefaas_operator.kube_sync import RestKube
 from kubefaas_operator.settings import build_settings
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ async def operate(config: OperatorConfig) -> int:
     registry = kopf.OperatorRegistry()
     register_all(registry)
     if config.metrics_port:
-        metrics.serve(config.metrics_port)
+        operator_metrics.serve(config.metrics_port)
     stop_flag = asyncio.Event()
     liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
     # The loops start first: kopf treats tasks born after it as its own "hung" tasks and

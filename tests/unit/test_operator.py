@@ -17,7 +17,7 @@ from kubefaas_operator.config import (
     load_config,
 )
 from kubefaas_operator.handlers import register_all
-from kubefaas_operator.handlers.children import CHILD_SELECTOR
+from kubefaas_operator.handlers.child_events import CHILD_SELECTOR
 from kubefaas_operator.settings import build_settings
 
 

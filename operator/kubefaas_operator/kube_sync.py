@@ -7,7 +7,8 @@ The `kubernetes` package still does what it is good at: loading the kubeconfig o
 in-cluster service account (with token refresh), TLS, and connection pooling.
 
 Everything else in the operator talks to the API through the `Kube` protocol, so the
-reconcile logic is unit-tested against an in-memory fake.
+reconcile logic is unit-tested against an in-memory fake. The error type, content types and
+request timeout are the ones the gateway's door uses too (`kubefaas.kubeapi`).
 """
 
 from __future__ import annotations
@@ -18,34 +19,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from kubefaas.kubeapi import JSON, MERGE_PATCH, REQUEST_TIMEOUT_SECONDS, ApiError
+
 FIELD_MANAGER = "kubefaas-operator"
-JSON = "application/json"
-MERGE_PATCH = "application/merge-patch+json"
-REQUEST_TIMEOUT_SECONDS = 30.0
-
-
-class ApiError(Exception):
-    """The API server refused a request; `status` is the HTTP code, `reason` its Status reason."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        self.status = status
-        self.reason = reason
-        self.message = message
-        super().__init__(f"{status} {reason}: {message}")
-
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
-
-    @property
-    def namespace_terminating(self) -> bool:
-        """403 for creating anything in a namespace that is being deleted."""
-        return self.status == 403 and "being terminated" in self.message
-
-    @property
-    def conflict(self) -> bool:
-        """409: a stale resourceVersion, or a create of a name that exists."""
-        return self.status == 409
 
 
 class Kube(Protocol):
