@@ -1,8 +1,8 @@
 """An API server in a dict, for unit tests of everything behind the operator's `Kube` door.
 
 It keeps the API server's rules the operator depends on: resourceVersion checks (409 on a
-stale write), 409 on creating an existing name, 404s, label
-selectors on lists, and the status subresource. Every write is recorded, so a
+stale write, including a `/scale` write), 409 on creating an existing name, 404s, label
+selectors on lists, and the status and scale subresources. Every write is recorded, so a
 test can assert what was never sent.
 """
 
@@ -107,6 +107,25 @@ class FakeKube:
             else:
                 merged[key] = copy.deepcopy(value)
         return self.put_object(target, merged)
+
+    def patch_status(self, path: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        return self.patch(path + "/status", {"status": dict(status)})
+
+    def replace_scale(
+        self, path: str, *, replicas: int, resource_version: str | None
+    ) -> dict[str, Any]:
+        self._write("scale", path, {"spec": {"replicas": replicas}})
+        current = self.objects.get(path)
+        if current is None:
+            raise ApiError(404, "NotFound", path)
+        if (
+            resource_version is not None
+            and resource_version != current["metadata"]["resourceVersion"]
+        ):
+            raise ApiError(409, "Conflict", "the object has been modified")
+        scaled = copy.deepcopy(current)
+        scaled.setdefault("spec", {})["replicas"] = replicas
+        return self.put_object(path, scaled)
 
     def delete(self, path: str) -> None:
         self._write("delete", path, {})

@@ -79,7 +79,7 @@ def patch_function_status(
 ) -> dict[str, Any] | None:
     """Merge-patch the keys of `status` the operator owns; None if the Function is gone."""
     try:
-        return kube.patch(function_path(namespace, name) + "/status", {"status": dict(status)})
+        return kube.patch_status(function_path(namespace, name), status)
     except ApiError as exc:
         if exc.not_found:
             return None

@@ -38,8 +38,8 @@ def background_loops(
     """The long-running loops that live and die with the operator (the seam for more).
 
     Each is a coroutine that runs until `stop` is set or it is cancelled. The autoscaler
-    is `kubefaas_operator.autoscaler.run_default_autoscaler(stop)`, which reads its gateway
-    namespace and selector from its own environment variables.
+    goes through the operator's own API door (`context.kube`) and takes the gateway
+    namespace and selector, and the watched namespaces, from `context.config`.
     """
     loops: list[Coroutine[Any, Any, None]] = []
     if context.config.resync_seconds > 0:
@@ -47,7 +47,7 @@ def background_loops(
     if context.config.autoscaler:
         from kubefaas_operator.autoscaler import run_default_autoscaler
 
-        loops.append(run_default_autoscaler(stop))
+        loops.append(run_default_autoscaler(context.kube, context.config, stop))
     return loops
 
 

@@ -21,8 +21,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubefaas import naming
-from kubefaas.api import Function, InvalidFunction, parse_function
+from kubefaas.api import Function, InvalidFunction
 from kubefaas.kubeapi import ApiError
+from kubefaas.objects import function_from_object
 from kubefaas_operator import apply, children, drift, status
 from kubefaas_operator.config import OperatorConfig
 from kubefaas_operator.kube_sync import Kube, namespaced
@@ -72,9 +73,9 @@ def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse(body: Mapping[str, Any]) -> Function:
-    """The Function model of an object as read from the API (its status is not needed)."""
-    plain = _plain(body)
-    return parse_function({k: plain[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+    """The Function model of an object as read from the API (kopf's body or a listed dict),
+    by the one rule every reader of Functions shares (`kubefaas.objects`)."""
+    return function_from_object(_plain(body))
 
 
 def _code_files(config_map: Mapping[str, Any]) -> dict[str, str]:

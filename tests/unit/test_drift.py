@@ -177,3 +177,25 @@ def test_quantities_compare_by_value() -> None:
     assert drift.differences({"memory": "1536Mi"}, {"memory": "1.5Gi"}) == []
     assert drift.differences({"cpu": "500m"}, {"cpu": "0.5"}) == []
     assert drift.differences({"memory": "1Gi"}, {"memory": "1G"}) == ["memory"]
+
+
+def test_only_the_functions_own_controller_reference_makes_a_child_its_own() -> None:
+    fn = parse_function(fn_doc())
+    built = desired_deployment()
+    assert drift.controlled_by(built, fn)
+
+    def with_owner(**ref: Any) -> dict[str, Any]:
+        child = copy.deepcopy(built)
+        child["metadata"]["ownerReferences"] = [{**child["metadata"]["ownerReferences"][0], **ref}]
+        return child
+
+    # Same name and labels, but owned by an earlier Function of that name, by another
+    # kind or API group, only as a non-controller owner, or by nothing at all.
+    assert not drift.controlled_by(with_owner(uid="another-uid"), fn)
+    assert not drift.controlled_by(with_owner(kind="Deployment"), fn)
+    assert not drift.controlled_by(with_owner(apiVersion="example.com/v1"), fn)
+    assert not drift.controlled_by(with_owner(controller=False), fn)
+    unowned = copy.deepcopy(built)
+    del unowned["metadata"]["ownerReferences"]
+    assert not drift.controlled_by(unowned, fn)
+    assert unowned["metadata"]["labels"] == built["metadata"]["labels"]

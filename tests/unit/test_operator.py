@@ -81,6 +81,18 @@ def test_ports_of_zero_switch_the_endpoints_off() -> None:
     assert (cfg.health_port, cfg.metrics_port) == (0, 0)
 
 
+def test_the_autoscaler_reads_the_gateways_the_chart_names_else_every_gateway() -> None:
+    default = config({})
+    assert default.gateway_namespace is None
+    assert default.gateway_selector == "app.kubernetes.io/component=gateway"
+    release = "app.kubernetes.io/instance=kf,app.kubernetes.io/component=gateway"
+    chart = config(
+        {"KUBEFAAS_GATEWAY_NAMESPACE": "kubefaas-system", "KUBEFAAS_GATEWAY_SELECTOR": release}
+    )
+    assert chart.gateway_namespace == "kubefaas-system"
+    assert chart.gateway_selector == release
+
+
 def test_the_cli_runs_the_operator_with_the_parsed_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     from kubefaas import cli
     from kubefaas_operator import main
