@@ -39,11 +39,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+# The repo root, for the test helper that runs the operator as a process (tests/ is not
+# packaged with the product).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from host import machine
 
 from kubefaas import limits, naming
-from kubefaas_operator.kube import ApiError, RestKube, cluster, namespaced
-from kubefaas_operator.testing import OperatorProcess
+from kubefaas.kubeapi import ApiError
+from kubefaas_operator.kube_sync import RestKube, cluster, namespaced
+from tests.operator_process import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[1]
 CRD = ROOT / "crds" / "function.yaml"

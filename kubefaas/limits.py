@@ -63,6 +63,10 @@ PANIC_THRESHOLD: Final = 2.0  # 200 % of current capacity
 AUTOSCALER_TICK_SECONDS: Final = 2.0
 MAX_SCALE_DOWN_RATE: Final = 2.0  # at most halve the replicas per tick
 
+# The gateway's HTTP port (the chart's container port, where the operator's autoscaler
+# reads each gateway's /internal/stats when a pod does not name its port).
+GATEWAY_PORT: Final = 8080
+
 # Lambda: 2 retries, 1 min then 2 min apart; events kept up to 6 h.
 ASYNC_MAX_RETRIES_DEFAULT: Final = 2
 ASYNC_MAX_RETRIES_MAX: Final = 10

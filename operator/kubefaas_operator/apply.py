@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from kubefaas import limits, naming
+from kubefaas.kubeapi import ApiError
 from kubefaas_operator import drift
-from kubefaas_operator.kube import ApiError, Kube, namespaced
+from kubefaas_operator.kube_sync import Kube, namespaced
 
 MAX_ATTEMPTS = 5
 """Reads and writes per object before a run of 409s is reported as an error."""
@@ -78,7 +79,7 @@ def patch_function_status(
 ) -> dict[str, Any] | None:
     """Merge-patch the keys of `status` the operator owns; None if the Function is gone."""
     try:
-        return kube.patch(function_path(namespace, name) + "/status", {"status": dict(status)})
+        return kube.patch_status(function_path(namespace, name), status)
     except ApiError as exc:
         if exc.not_found:
             return None

@@ -1,19 +1,19 @@
-"""The cluster autoscaler: the one writer of function Deployments' replicas (DESIGN §6).
+"""The cluster autoscaler: the one writer of function Deployments' replicas.
 
-Every `limits.AUTOSCALER_TICK_SECONDS` it reads `GET /internal/stats` from every gateway pod,
-sums the figures per function, runs the pure decider `kubefaas.scaling.decide`, sets the
-function Deployment's `/scale` and records `status.desiredReplicas` on the Function.
+Every `limits.AUTOSCALER_TICK_SECONDS` it reads every gateway's stats (`gateway_stats`),
+runs the pure decider `kubefaas.scaling.decide` per function, sets the function
+Deployment's `/scale` and records `status.desiredReplicas` on the Function. See
+docs/architecture.md ("Autoscaling").
 
 `run_autoscaler` takes all its I/O as arguments (list the gateways, read one gateway's
 stats, list the functions with their Deployments' replica counts, scale, write status), so
-the loop is tested with fakes; `default_io` wires those to the Kubernetes API and aiohttp.
+the loop is tested with fakes. `FunctionScaler` does the Kubernetes side through the
+operator's API door (`kube_sync.Kube`); `run_default_autoscaler` wires both to the
+operator's `Kube` and `OperatorConfig`.
 
-How figures from several gateways combine: in-flight, pending and both window averages are
-per-gateway shares of one function's load, so they add up (the averages are over the same
-windows); the async queue is shared by every gateway, so each reports the same depth and
-the largest is taken; the function's idle time is the smallest any gateway reports. Times
-cross process boundaries as durations ("idle for 12 s"), never as timestamps, so clock
-skew between pods cannot make a function look idle.
+Only a Deployment the Function controls (its ownerReference names the Function's uid,
+kind and apiVersion) is ever scaled: one that merely has the same name and labels is
+someone else's and is left alone.
 
 Racing the gateway's activation (it raises a Deployment from 0 to 1 itself when a request
 arrives): replicas are read (with the Deployment's resourceVersion) *before* the stats, and
@@ -29,14 +29,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kubefaas import limits, naming
-from kubefaas.api import Function, InvalidFunction, parse_function
+from kubefaas.api import Function, InvalidFunction
+from kubefaas.kubeapi import ApiError
+from kubefaas.objects import function_from_object, object_key
 from kubefaas.scaling import (
     DEFAULT_TUNING,
     Decision,
@@ -46,81 +47,25 @@ from kubefaas.scaling import (
     decide,
     initial_state,
 )
+from kubefaas_operator.apply import FUNCTION_GROUP_VERSION, function_path
+from kubefaas_operator.config import OperatorConfig
+from kubefaas_operator.drift import controlled_by
+from kubefaas_operator.gateway_stats import (
+    STATS_TIMEOUT_SECONDS,
+    FunctionStats,
+    GatewayFeed,
+    ListGateways,
+    ReadStats,
+    combine,
+    read_all,
+)
+from kubefaas_operator.kube_sync import Kube, cluster, namespaced
 
 log = logging.getLogger(__name__)
 
-GATEWAY_SELECTOR = f"{naming.COMPONENT_LABEL}={naming.GATEWAY_COMPONENT}"
-# The function Deployments the operator made (builders.function_labels).
+# The function Deployments the operator made (children.function_labels): a server-side
+# narrowing of the list; ownership (`drift.controlled_by`) decides.
 FUNCTION_SELECTOR = f"{naming.COMPONENT_LABEL}={naming.FUNCTION_COMPONENT}"
-# The chart sets these on the operator so it reads its own release's gateways only.
-GATEWAY_NAMESPACE_ENV = "KUBEFAAS_GATEWAY_NAMESPACE"
-GATEWAY_SELECTOR_ENV = "KUBEFAAS_GATEWAY_SELECTOR"
-STATS_PATH = "/internal/stats"
-# A gateway that takes longer than this to answer counts as not answering this tick.
-STATS_TIMEOUT_SECONDS = 1.0
-DEFAULT_GATEWAY_PORT = 8080
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FunctionStats:
-    """One function's figures as one gateway (or the sum of all) reports them."""
-
-    in_flight: int = 0
-    pending: int = 0
-    stable_concurrency: float = 0.0
-    panic_concurrency: float = 0.0
-    queued: int = 0
-    idle_seconds: float | None = None  # None: no request seen
-
-    @classmethod
-    def from_json(cls, doc: Mapping[str, Any]) -> FunctionStats:
-        """Parse one entry of `/internal/stats`'s `functions` (camelCase, see routers/stats)."""
-        idle = doc.get("idleSeconds")
-        return cls(
-            in_flight=max(0, int(doc.get("inFlight", 0))),
-            pending=max(0, int(doc.get("pending", 0))),
-            stable_concurrency=max(0.0, float(doc.get("stableConcurrency", 0.0))),
-            panic_concurrency=max(0.0, float(doc.get("panicConcurrency", 0.0))),
-            queued=max(0, int(doc.get("queued", 0))),
-            idle_seconds=None if idle is None else max(0.0, float(idle)),
-        )
-
-
-def parse_stats(doc: Mapping[str, Any]) -> dict[str, FunctionStats]:
-    """`/internal/stats` body -> figures per function key; bad entries are skipped."""
-    functions = doc.get("functions")
-    result: dict[str, FunctionStats] = {}
-    if not isinstance(functions, Mapping):
-        return result
-    for key, entry in functions.items():
-        if not isinstance(entry, Mapping):
-            continue
-        try:
-            result[str(key)] = FunctionStats.from_json(entry)
-        except (TypeError, ValueError):
-            log.warning("ignoring malformed stats for %s: %r", key, entry)
-    return result
-
-
-def combine(reports: Sequence[Mapping[str, FunctionStats]]) -> dict[str, FunctionStats]:
-    """Sum several gateways' figures per function (see the module docstring for why)."""
-    combined: dict[str, FunctionStats] = {}
-    for report in reports:
-        for key, stats in report.items():
-            seen = combined.get(key)
-            if seen is None:
-                combined[key] = stats
-                continue
-            idles = [i for i in (seen.idle_seconds, stats.idle_seconds) if i is not None]
-            combined[key] = FunctionStats(
-                in_flight=seen.in_flight + stats.in_flight,
-                pending=seen.pending + stats.pending,
-                stable_concurrency=seen.stable_concurrency + stats.stable_concurrency,
-                panic_concurrency=seen.panic_concurrency + stats.panic_concurrency,
-                queued=max(seen.queued, stats.queued),
-                idle_seconds=min(idles) if idles else None,
-            )
-    return combined
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,10 +80,11 @@ class ScaleTarget:
     replicas: int
     ready: int
     resource_version: str | None = None
+    desired_replicas: int | None = None
+    """The Function's `status.desiredReplicas` as listed, so an unchanged value is not
+    written again every tick."""
 
 
-ListGateways = Callable[[], Awaitable[Sequence[str]]]
-ReadStats = Callable[[str], Awaitable[Mapping[str, Any]]]
 GetFunctions = Callable[[], Awaitable[Sequence[ScaleTarget]]]
 # Returns False when the write was refused because the Deployment changed (a conflict).
 ScaleDeployment = Callable[[ScaleTarget, int], Awaitable[bool]]
@@ -160,24 +106,6 @@ def observation_for(stats: FunctionStats | None, target: ScaleTarget, now: float
     )
 
 
-async def _read_all(
-    endpoints: Sequence[str], read_stats: ReadStats
-) -> tuple[list[dict[str, FunctionStats]], bool]:
-    """Every gateway's figures, read concurrently; `complete` is False if any failed."""
-
-    async def one(endpoint: str) -> dict[str, FunctionStats] | None:
-        try:
-            async with asyncio.timeout(STATS_TIMEOUT_SECONDS):
-                return parse_stats(await read_stats(endpoint))
-        except Exception as exc:  # a gateway restarting must not stop autoscaling
-            log.warning("gateway %s did not report stats: %s", endpoint, exc)
-            return None
-
-    results = await asyncio.gather(*(one(e) for e in endpoints))
-    reports = [r for r in results if r is not None]
-    return reports, len(reports) == len(results)
-
-
 async def autoscale_once(
     states: dict[str, ScalingState],
     *,
@@ -195,7 +123,7 @@ async def autoscale_once(
     """
     targets = await get_functions()
     endpoints = await list_gateway_endpoints()
-    reports, complete = await _read_all(endpoints, read_stats)
+    reports, complete = await read_all(endpoints, read_stats)
     if not endpoints:
         # No gateway at all: nothing can have traffic, but nothing can be measured either;
         # hold everything rather than scale to zero on no data.
@@ -229,9 +157,7 @@ async def autoscale_once(
                 )
             else:
                 log.info("%s changed while deciding; deciding again next tick", fn.key)
-        if write_status is not None and (
-            fn.status is None or fn.status.desired_replicas != replicas
-        ):
+        if write_status is not None and target.desired_replicas != replicas:
             try:
                 await write_status(fn, replicas, decision)
             except Exception as exc:
@@ -279,182 +205,110 @@ async def run_autoscaler(
             pass
 
 
-# -- default wiring: the Kubernetes API (sync client, off the event loop) and aiohttp ------
+# -- the Kubernetes side, through the operator's API door -----------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class KubernetesIO:
-    """The autoscaler's I/O against a real cluster; pass `io.kwargs()` to `run_autoscaler`.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FunctionScaler:
+    """Lists the Functions with their Deployments, writes `/scale` and the Function status.
 
-    `api_client` is a `kubernetes.client.ApiClient` (in-cluster or kubeconfig); `session`
-    an `aiohttp.ClientSession` for the gateways' stats.
+    `namespaces` empty: every namespace (a cluster-wide operator); else only these, as the
+    operator's `--namespace` flags say.
     """
 
-    api_client: Any
-    session: Any
-    gateway_selector: str = GATEWAY_SELECTOR
-    gateway_namespace: str | None = None  # None: look in every namespace
+    kube: Kube
+    namespaces: Sequence[str] = ()
 
-    def kwargs(self) -> dict[str, Any]:
-        return {
-            "list_gateway_endpoints": self.list_gateway_endpoints,
-            "read_stats": self.read_stats,
-            "get_functions": self.get_functions,
-            "scale_deployment": self.scale_deployment,
-            "write_status": self.write_status,
-        }
+    def _collections(self, group_version: str, plural: str) -> list[str]:
+        if not self.namespaces:
+            return [cluster(group_version, plural)]
+        return [namespaced(group_version, plural, ns) for ns in self.namespaces]
 
-    async def list_gateway_endpoints(self) -> list[str]:
-        """Base URLs of the ready gateway pods."""
-        from kubernetes import client
-
-        core = client.CoreV1Api(self.api_client)
-        if self.gateway_namespace is None:
-            pods = await asyncio.to_thread(
-                core.list_pod_for_all_namespaces, label_selector=self.gateway_selector
-            )
-        else:
-            pods = await asyncio.to_thread(
-                core.list_namespaced_pod,
-                self.gateway_namespace,
-                label_selector=self.gateway_selector,
-            )
-        return [url for pod in pods.items if (url := _gateway_url(pod)) is not None]
-
-    async def read_stats(self, endpoint: str) -> Mapping[str, Any]:
-        async with self.session.get(endpoint + STATS_PATH) as response:
-            response.raise_for_status()
-            body: Mapping[str, Any] = await response.json()
-            return body
+    def _list(self, group_version: str, plural: str, selector: str | None) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for path in self._collections(group_version, plural):
+            items.extend(self.kube.list_all(path, label_selector=selector))
+        return items
 
     async def get_functions(self) -> list[ScaleTarget]:
         """Every valid Function with its Deployment's replicas, in two list calls per tick
-        whatever the number of functions (a Function without a Deployment yet is skipped:
-        the operator has not created it)."""
-        from kubernetes import client
-
-        custom = client.CustomObjectsApi(self.api_client)
-        apps = client.AppsV1Api(self.api_client)
+        (per watched namespace) whatever the number of functions. A Function without a
+        Deployment it controls is skipped: the operator has not created it yet, or the
+        Deployment of that name belongs to someone else."""
         listed, deployments = await asyncio.gather(
-            asyncio.to_thread(
-                custom.list_cluster_custom_object,
-                limits.API_GROUP,
-                limits.API_VERSION,
-                limits.PLURAL,
-            ),
-            asyncio.to_thread(
-                apps.list_deployment_for_all_namespaces, label_selector=FUNCTION_SELECTOR
-            ),
+            asyncio.to_thread(self._list, FUNCTION_GROUP_VERSION, limits.PLURAL, None),
+            asyncio.to_thread(self._list, "apps/v1", "deployments", FUNCTION_SELECTOR),
         )
-        listed_deployments: list[Any] = deployments.items
-        by_key = {f"{d.metadata.namespace}/{d.metadata.name}": d for d in listed_deployments}
-        items: list[Any] = listed.get("items", []) if isinstance(listed, dict) else []
+        by_key = {object_key(d): d for d in deployments}
         targets = []
-        for doc in items:
+        for doc in listed:
             try:
-                fn = parse_function(_api_fields(doc))
+                fn = function_from_object(doc)
             except InvalidFunction as exc:
                 log.debug("skipping an invalid Function: %s", exc)
                 continue
             deployment = by_key.get(fn.key)
-            if deployment is None:
+            if deployment is None or not controlled_by(deployment, fn):
                 continue
-            status = deployment.status
+            status = deployment.get("status") or {}
+            desired = (doc.get("status") or {}).get("desiredReplicas")
             targets.append(
                 ScaleTarget(
                     function=fn,
-                    replicas=deployment.spec.replicas or 0,
-                    ready=(status.ready_replicas or 0) if status else 0,
-                    resource_version=deployment.metadata.resource_version,
+                    replicas=int(deployment.get("spec", {}).get("replicas") or 0),
+                    ready=int(status.get("readyReplicas") or 0),
+                    resource_version=deployment["metadata"].get("resourceVersion"),
+                    desired_replicas=desired if isinstance(desired, int) else None,
                 )
             )
         return targets
 
     async def scale_deployment(self, target: ScaleTarget, replicas: int) -> bool:
         """PUT the Deployment's `/scale` guarded by its resourceVersion; False on conflict."""
-        from kubernetes import client
-        from kubernetes.client.exceptions import ApiException
-
-        apps = client.AppsV1Api(self.api_client)
         fn = target.function
-        body = client.V1Scale(
-            api_version="autoscaling/v1",
-            kind="Scale",
-            metadata=client.V1ObjectMeta(
-                name=fn.name, namespace=fn.namespace, resource_version=target.resource_version
-            ),
-            spec=client.V1ScaleSpec(replicas=replicas),
-        )
+        path = namespaced("apps/v1", "deployments", fn.namespace, fn.name)
         try:
             await asyncio.to_thread(
-                apps.replace_namespaced_deployment_scale, fn.name, fn.namespace, body
+                self.kube.replace_scale,
+                path,
+                replicas=replicas,
+                resource_version=target.resource_version,
             )
-        except ApiException as exc:
-            if exc.status == 409:
+        except ApiError as exc:
+            if exc.conflict:
                 return False
             raise
         return True
 
     async def write_status(self, fn: Function, replicas: int, decision: Decision) -> None:
         """Merge-patch `status.desiredReplicas` on the Function (the status subresource)."""
-        from kubernetes import client
-
-        custom = client.CustomObjectsApi(self.api_client)
-        await asyncio.to_thread(
-            custom.patch_namespaced_custom_object_status,
-            limits.API_GROUP,
-            limits.API_VERSION,
-            fn.namespace,
-            limits.PLURAL,
-            fn.name,
-            {"status": {"desiredReplicas": replicas}},
-        )
+        path = function_path(fn.namespace, fn.name)
+        await asyncio.to_thread(self.kube.patch_status, path, {"desiredReplicas": replicas})
 
 
-def _api_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A listed Function as `parse_function` accepts it: the model refuses unknown
-    top-level fields, and status is kept so an unchanged desiredReplicas is not rewritten."""
-    keep = ("apiVersion", "kind", "metadata", "spec", "status")
-    return {k: v for k, v in doc.items() if k in keep}
-
-
-def _gateway_url(pod: Any) -> str | None:
-    """`http://<pod IP>:<port>` of a Ready gateway pod, else None."""
-    status = pod.status
-    if status is None or not status.pod_ip or pod.metadata.deletion_timestamp is not None:
-        return None
-    ready = any(c.type == "Ready" and c.status == "True" for c in status.conditions or [])
-    if not ready:
-        return None
-    port = DEFAULT_GATEWAY_PORT
-    for container in pod.spec.containers or []:
-        for declared in container.ports or []:
-            if declared.name in (None, "http"):
-                port = declared.container_port
-                break
-    host = f"[{status.pod_ip}]" if ":" in status.pod_ip else status.pod_ip
-    return f"http://{host}:{port}"
-
-
-async def run_default_autoscaler(stop: asyncio.Event, **overrides: Any) -> None:
-    """`run_autoscaler` against the cluster the operator runs in (in-cluster config, else
-    the kubeconfig). Gateways are the pods matching `$KUBEFAAS_GATEWAY_SELECTOR` (default
-    `app.kubernetes.io/component=gateway`) in `$KUBEFAAS_GATEWAY_NAMESPACE` (default: every
-    namespace). Keyword overrides replace any of `run_autoscaler`'s arguments."""
+async def run_default_autoscaler(
+    kube: Kube, config: OperatorConfig, stop: asyncio.Event, **overrides: Any
+) -> None:
+    """`run_autoscaler` against the cluster `kube` talks to: gateways are the pods matching
+    `config.gateway_selector` in `config.gateway_namespace` (None: every namespace), and
+    Functions are those of `config.namespaces`. Keyword overrides replace any of
+    `run_autoscaler`'s arguments."""
     import aiohttp
-    from kubernetes import client, config
 
-    try:
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-    except config.ConfigException:
-        config.load_kube_config()  # type: ignore[no-untyped-call]
     timeout = aiohttp.ClientTimeout(total=STATS_TIMEOUT_SECONDS)
-    with client.ApiClient() as api_client:
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            io = KubernetesIO(
-                api_client=api_client,
-                session=session,
-                gateway_selector=os.environ.get(GATEWAY_SELECTOR_ENV) or GATEWAY_SELECTOR,
-                gateway_namespace=os.environ.get(GATEWAY_NAMESPACE_ENV) or None,
-            )
-            await run_autoscaler(stop, **{**io.kwargs(), **overrides})
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        feed = GatewayFeed(
+            kube=kube,
+            session=session,
+            selector=config.gateway_selector,
+            namespace=config.gateway_namespace,
+        )
+        scaler = FunctionScaler(kube=kube, namespaces=config.namespaces)
+        wiring: dict[str, Any] = {
+            "list_gateway_endpoints": feed.list_gateway_endpoints,
+            "read_stats": feed.read_stats,
+            "get_functions": scaler.get_functions,
+            "scale_deployment": scaler.scale_deployment,
+            "write_status": scaler.write_status,
+        }
+        await run_autoscaler(stop, **{**wiring, **overrides})

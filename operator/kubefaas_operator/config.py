@@ -13,11 +13,15 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from kubefaas import limits
+from kubefaas import limits, naming
 
 DEFAULT_GATEWAY_URL = "http://kubefaas-gateway.kubefaas-system.svc"
 """Where Functions are invoked when neither --gateway-url nor KUBEFAAS_GATEWAY_URL is set:
 the gateway Service the Helm chart installs in kubefaas-system."""
+
+DEFAULT_GATEWAY_SELECTOR = f"{naming.COMPONENT_LABEL}={naming.GATEWAY_COMPONENT}"
+"""The gateway pods the autoscaler reads `/internal/stats` from, unless the chart narrows it
+to its own release's pods."""
 
 DEFAULT_HEALTH_PORT = 8081
 DEFAULT_METRICS_PORT = 9090
@@ -36,6 +40,8 @@ METRICS_PORT_ENV = "KUBEFAAS_OPERATOR_METRICS_PORT"
 RESYNC_SECONDS_ENV = "KUBEFAAS_OPERATOR_RESYNC_SECONDS"
 WORKERS_ENV = "KUBEFAAS_OPERATOR_WORKERS"
 AUTOSCALER_ENV = "KUBEFAAS_OPERATOR_AUTOSCALER"
+GATEWAY_NAMESPACE_ENV = "KUBEFAAS_GATEWAY_NAMESPACE"
+GATEWAY_SELECTOR_ENV = "KUBEFAAS_GATEWAY_SELECTOR"
 
 
 class ConfigError(ValueError):
@@ -69,6 +75,12 @@ class OperatorConfig:
     autoscaler: bool = True
     """``KUBEFAAS_OPERATOR_AUTOSCALER`` (``true``/``false``): run the autoscaler loop in this
     process. Off only where something else must own replicas (tests that scale by hand)."""
+    gateway_namespace: str | None = None
+    """``KUBEFAAS_GATEWAY_NAMESPACE``: where the autoscaler looks for gateway pods; unset =
+    every namespace. The chart sets its release namespace."""
+    gateway_selector: str = DEFAULT_GATEWAY_SELECTOR
+    """``KUBEFAAS_GATEWAY_SELECTOR``: label selector of the gateway pods, default
+    ``app.kubernetes.io/component=gateway``. The chart sets its release's labels."""
 
     @property
     def clusterwide(self) -> bool:
@@ -161,4 +173,6 @@ def load_config(
         resync_seconds=_number(environ, RESYNC_SECONDS_ENV, DEFAULT_RESYNC_SECONDS),
         workers=_workers(environ),
         autoscaler=_flag(environ, AUTOSCALER_ENV, True),
+        gateway_namespace=environ.get(GATEWAY_NAMESPACE_ENV, "").strip() or None,
+        gateway_selector=environ.get(GATEWAY_SELECTOR_ENV, "").strip() or DEFAULT_GATEWAY_SELECTOR,
     )

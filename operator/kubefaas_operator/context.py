@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from kubefaas_operator import metrics
+from kubefaas_operator import operator_metrics
 from kubefaas_operator.config import OperatorConfig
-from kubefaas_operator.kube import Kube
+from kubefaas_operator.kube_sync import Kube
 from kubefaas_operator.reconcile import Outcome
 
 logger = logging.getLogger(__name__)
@@ -31,4 +31,4 @@ class OperatorContext:
             outcome = work()
             return outcome
         finally:
-            metrics.observe(trigger, outcome, time.perf_counter() - started)
+            operator_metrics.observe(trigger, outcome, time.perf_counter() - started)

@@ -20,6 +20,9 @@ from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from kubefaas import limits
+from kubefaas.api import API_VERSION, Function
+
 QUANTITY_KEYS = frozenset({"cpu", "memory", "ephemeral-storage", "sizeLimit"})
 
 
@@ -75,6 +78,24 @@ def controller_uid(live: Mapping[str, Any]) -> str | None:
         if ref.get("controller"):
             return str(ref.get("uid"))
     return None
+
+
+def controlled_by(child: Mapping[str, Any], fn: Function) -> bool:
+    """True when `fn` is the controller of `child` (ownerReference uid, kind and apiVersion).
+
+    A Deployment of the same name and labels that the Function does not own is someone
+    else's: the autoscaler never scales it (see docs/architecture.md).
+    """
+    uid = fn.metadata.uid
+    if not uid:
+        return False
+    return any(
+        ref.get("controller") is True
+        and ref.get("uid") == uid
+        and ref.get("kind") == limits.KIND
+        and ref.get("apiVersion") == API_VERSION
+        for ref in child.get("metadata", {}).get("ownerReferences") or []
+    )
 
 
 def _metadata_drift(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:

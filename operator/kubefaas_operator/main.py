@@ -17,11 +17,11 @@ from typing import Any
 
 import kopf
 
-from kubefaas_operator import metrics, resync
+from kubefaas_operator import operator_metrics, resync
 from kubefaas_operator.config import ConfigError, OperatorConfig, load_config
 from kubefaas_operator.context import OperatorContext
 from kubefaas_operator.handlers import register_all
-from kubefaas_operator.kube import RestKube
+from kubefaas_operator.kube_sync import RestKube
 from kubefaas_operator.settings import build_settings
 
 logger = logging.getLogger(__name__)
@@ -38,8 +38,8 @@ def background_loops(
     """The long-running loops that live and die with the operator (the seam for more).
 
     Each is a coroutine that runs until `stop` is set or it is cancelled. The autoscaler
-    is `kubefaas_operator.autoscaler.run_default_autoscaler(stop)`, which reads its gateway
-    namespace and selector from its own environment variables.
+    goes through the operator's own API door (`context.kube`) and takes the gateway
+    namespace and selector, and the watched namespaces, from `context.config`.
     """
     loops: list[Coroutine[Any, Any, None]] = []
     if context.config.resync_seconds > 0:
@@ -47,7 +47,7 @@ def background_loops(
     if context.config.autoscaler:
         from kubefaas_operator.autoscaler import run_default_autoscaler
 
-        loops.append(run_default_autoscaler(stop))
+        loops.append(run_default_autoscaler(context.kube, context.config, stop))
     return loops
 
 
@@ -58,7 +58,7 @@ async def operate(config: OperatorConfig) -> int:
     registry = kopf.OperatorRegistry()
     register_all(registry)
     if config.metrics_port:
-        metrics.serve(config.metrics_port)
+        operator_metrics.serve(config.metrics_port)
     stop_flag = asyncio.Event()
     liveness = f"http://0.0.0.0:{config.health_port}/healthz" if config.health_port else None
     # The loops start first: kopf treats tasks born after it as its own "hung" tasks and

@@ -21,11 +21,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kubefaas import naming
-from kubefaas.api import Function, InvalidFunction, parse_function
-from kubefaas_operator import apply, builders, drift
-from kubefaas_operator.builders import NotReady
+from kubefaas.api import Function, InvalidFunction
+from kubefaas.kubeapi import ApiError
+from kubefaas.objects import function_from_object
+from kubefaas_operator import apply, children, drift, status
 from kubefaas_operator.config import OperatorConfig
-from kubefaas_operator.kube import ApiError, Kube, namespaced
+from kubefaas_operator.kube_sync import Kube, namespaced
+from kubefaas_operator.status import NotReady
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +73,9 @@ def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def parse(body: Mapping[str, Any]) -> Function:
-    """The Function model of an object as read from the API (its status is not needed)."""
-    plain = _plain(body)
-    return parse_function({k: plain[k] for k in ("apiVersion", "kind", "metadata", "spec")})
+    """The Function model of an object as read from the API (kopf's body or a listed dict),
+    by the one rule every reader of Functions shares (`kubefaas.objects`)."""
+    return function_from_object(_plain(body))
 
 
 def _code_files(config_map: Mapping[str, Any]) -> dict[str, str]:
@@ -90,7 +92,7 @@ def _write_status(
     config: OperatorConfig,
     now: Clock,
 ) -> dict[str, Any]:
-    wanted = builders.build_status(
+    wanted = status.build_status(
         fn=fn,
         deployment=deployment,
         problem=problem,
@@ -98,7 +100,7 @@ def _write_status(
         previous=previous,
         now=now(),
     )
-    if builders.status_differs(previous, wanted):
+    if status.status_differs(previous, wanted):
         apply.patch_function_status(kube, fn.namespace, fn.name, wanted)
     return wanted
 
@@ -126,16 +128,16 @@ def reconcile(
         fn = parse(body)
     except InvalidFunction as exc:
         # The CRD refuses such objects; one stored under an older schema can still exist.
-        outcome.problem = NotReady(builders.REASON_INVALID_SPEC, "; ".join(exc.problems))
+        outcome.problem = NotReady(status.REASON_INVALID_SPEC, "; ".join(exc.problems))
         logger.warning("%s/%s is invalid: %s", meta.get("namespace"), meta.get("name"), exc)
         generation = meta.get("generation")
-        wanted = builders.build_problem_status(
+        wanted = status.build_problem_status(
             previous=previous,
             problem=outcome.problem,
             generation=int(generation) if generation is not None else None,
             now=now(),
         )
-        if builders.status_differs(previous, wanted):
+        if status.status_differs(previous, wanted):
             apply.patch_function_status(kube, str(meta["namespace"]), str(meta["name"]), wanted)
         outcome.status = wanted
         return outcome
@@ -143,16 +145,16 @@ def reconcile(
     deployment: dict[str, Any] | None = None
     try:
         deployment = _apply_children(kube, config, fn, outcome, new=new)
-    except builders.UnknownRuntimeError as exc:
-        outcome.problem = NotReady(builders.REASON_UNKNOWN_RUNTIME, str(exc))
+    except children.UnknownRuntimeError as exc:
+        outcome.problem = NotReady(status.REASON_UNKNOWN_RUNTIME, str(exc))
     except apply.NameConflictError as exc:
-        outcome.problem = NotReady(builders.REASON_NAME_CONFLICT, str(exc), retry=True)
+        outcome.problem = NotReady(status.REASON_NAME_CONFLICT, str(exc), retry=True)
     except ApiError as exc:
         if exc.namespace_terminating:
             # The namespace is being deleted: its Functions go with it, nothing to repair.
             return Outcome(skipped=True, subject=outcome.subject)
         outcome.problem = NotReady(
-            builders.REASON_APPLY_FAILED, f"the API server refused a change: {exc}", retry=True
+            status.REASON_APPLY_FAILED, f"the API server refused a change: {exc}", retry=True
         )
     if outcome.problem is not None and deployment is None:
         try:
@@ -179,12 +181,12 @@ def _apply_children(
     Returns the live Deployment (None when it was left alone because of a problem).
     """
     uid = str(fn.metadata.uid)
-    ignored = builders.shadowed_env(fn)
+    ignored = children.shadowed_env(fn)
     if ignored:
         outcome.warnings.append(
             f"spec.env {', '.join(ignored)} ignored: the runtime launch contract sets them"
         )
-    builders.resolve_image(fn, config.runtime_images)  # UnknownRuntimeError before any write
+    children.resolve_image(fn, config.runtime_images)  # UnknownRuntimeError before any write
 
     own_code = naming.code_config_map_name(fn.name)
     code = fn.spec.code
@@ -192,14 +194,14 @@ def _apply_children(
     if code is not None and code.inline is not None:
         files = dict(code.inline)
         applied = apply.ensure_config_map(
-            kube, builders.build_config_map(fn), live=None if new else apply.UNREAD
+            kube, children.build_config_map(fn), live=None if new else apply.UNREAD
         )
         outcome.actions.append(applied.describe())
     elif code is not None and code.config_map is not None:
         source = apply.read_config_map(kube, fn.namespace, code.config_map.name)
         if source is None:
             outcome.problem = NotReady(
-                builders.REASON_CODE_NOT_FOUND,
+                status.REASON_CODE_NOT_FOUND,
                 f"spec.code.configMap: ConfigMap {code.config_map.name!r} not found in "
                 f"namespace {fn.namespace!r}; create it, the Function deploys then",
                 retry=True,
@@ -209,7 +211,7 @@ def _apply_children(
         module = f"{fn.spec.handler_module}.py"
         if module not in files:
             outcome.problem = NotReady(
-                builders.REASON_HANDLER_NOT_FOUND,
+                status.REASON_HANDLER_NOT_FOUND,
                 f"spec.handler {fn.spec.handler!r}: ConfigMap {code.config_map.name!r} has no "
                 f"key {module!r} (it has: {', '.join(sorted(files)) or 'none'})",
                 retry=True,
@@ -217,12 +219,12 @@ def _apply_children(
             return None
 
     live = None if new else apply.read_deployment(kube, fn.namespace, fn.name)
-    checksum = builders.pod_checksum(fn, files)
-    version = builders.function_version(
+    checksum = children.pod_checksum(fn, files)
+    version = children.function_version(
         checksum=checksum, live=live, generation=fn.metadata.generation or 1
     )
     replicas = (live or {}).get("spec", {}).get("replicas")
-    desired = builders.build_deployment(
+    desired = children.build_deployment(
         fn,
         image_for_runtime=config.runtime_images,
         replicas_hint=int(replicas) if replicas is not None else None,
@@ -234,7 +236,7 @@ def _apply_children(
     deployment = applied.object
 
     service = apply.ensure_service(
-        kube, builders.build_service(fn), live=None if new else apply.UNREAD
+        kube, children.build_service(fn), live=None if new else apply.UNREAD
     )
     outcome.actions.append(service.describe())
 
@@ -276,23 +278,23 @@ def child_drift(
     if kind == "Deployment":
         replicas = child.get("spec", {}).get("replicas")
         try:
-            desired = builders.build_deployment(
+            desired = children.build_deployment(
                 fn,
                 image_for_runtime=config.runtime_images,
                 replicas_hint=int(replicas) if replicas is not None else None,
-                checksum=builders.live_checksum(child) or "",
-                version=builders.live_version(child) or fn.metadata.generation or 1,
+                checksum=children.live_checksum(child) or "",
+                version=children.live_version(child) or fn.metadata.generation or 1,
             )
-        except builders.UnknownRuntimeError:
+        except children.UnknownRuntimeError:
             return []
         return drift.deployment_drift(desired, child)
     if kind == "Service":
-        return drift.service_drift(builders.build_service(fn), child)
+        return drift.service_drift(children.build_service(fn), child)
     if kind == "ConfigMap":
         code = fn.spec.code
         if code is None or code.inline is None:
             return ["(stale: the code is no longer inline)"]
-        return drift.config_map_drift(builders.build_config_map(fn), child)
+        return drift.config_map_drift(children.build_config_map(fn), child)
     raise ValueError(f"not a child kind: {kind}")
 
 
@@ -326,17 +328,16 @@ def on_child_event(
         fn = parse(body)
     except InvalidFunction:
         return Outcome(skipped=True)
-    status = body.get("status") or {}
+    previous = body.get("status") or {}
     # A Function changed since its last reconcile: its own handler is about to apply the
     # change, so a difference now is that change, not someone else's edit.
-    settled = status.get("observedGeneration") == body["metadata"].get("generation")
+    settled = previous.get("observedGeneration") == body["metadata"].get("generation")
     if settled and child_drift(kind, fn, child, config):
         return reconcile(kube, config, body, now=now)
     outcome = Outcome()
     if kind == "Deployment":
-        previous = status
-        wanted = builders.refresh_status(previous=previous, deployment=child, now=now())
-        if builders.status_differs(previous, wanted):
+        wanted = status.refresh_status(previous=previous, deployment=child, now=now())
+        if status.status_differs(previous, wanted):
             apply.patch_function_status(kube, fn.namespace, fn.name, wanted)
         outcome.status = wanted
     return outcome
@@ -353,8 +354,8 @@ API_ERROR_BACKOFF_SECONDS = (2.0, 5.0, 10.0, 30.0, 60.0)
 
 def retry_delay(problem: NotReady, retry: int) -> float:
     """Seconds before retrying a Function after `retry` earlier attempts failed."""
-    if problem.reason == builders.REASON_CODE_NOT_FOUND:
+    if problem.reason == status.REASON_CODE_NOT_FOUND:
         return CODE_NOT_FOUND_RETRY_SECONDS if retry < FAST_RETRIES else SLOW_RETRY_SECONDS
-    if problem.reason == builders.REASON_APPLY_FAILED:
+    if problem.reason == status.REASON_APPLY_FAILED:
         return API_ERROR_BACKOFF_SECONDS[min(retry, len(API_ERROR_BACKOFF_SECONDS) - 1)]
     return SLOW_RETRY_SECONDS if retry >= 3 else 10.0

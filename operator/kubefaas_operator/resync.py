@@ -19,11 +19,11 @@ from typing import Any
 
 from kubefaas import limits, naming
 from kubefaas.api import InvalidFunction
-from kubefaas_operator import builders, reconcile
+from kubefaas_operator import reconcile, status
 from kubefaas_operator.apply import FUNCTION_GROUP_VERSION
 from kubefaas_operator.context import OperatorContext
-from kubefaas_operator.handlers.children import CHILD_SELECTOR
-from kubefaas_operator.kube import cluster, namespaced
+from kubefaas_operator.handlers.child_events import CHILD_SELECTOR
+from kubefaas_operator.kube_sync import cluster, namespaced
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +57,11 @@ def why_reconcile(
 ) -> str | None:
     """Why this Function needs a reconcile now, or None when all is in line."""
     meta = body.get("metadata", {})
-    status = body.get("status") or {}
-    ready = builders.ready_condition_of(status)
+    current = body.get("status") or {}
+    ready = status.ready_condition_of(current)
     if ready is None or ready.get("status") != "True":
         return "not ready"
-    if status.get("observedGeneration") != meta.get("generation"):
+    if current.get("observedGeneration") != meta.get("generation"):
         return "status is behind the spec"
     if deployment is None:
         return "Deployment missing"
@@ -78,10 +78,10 @@ def why_reconcile(
         # Nothing watches the user's ConfigMap: its contents are compared here, so an edit
         # rolls the pods within one resync period.
         return "code in a ConfigMap of the user's"
-    children = [("Deployment", deployment), ("Service", service)]
+    live = [("Deployment", deployment), ("Service", service)]
     if config_map is not None:
-        children.append(("ConfigMap", config_map))
-    for kind, child in children:
+        live.append(("ConfigMap", config_map))
+    for kind, child in live:
         found = reconcile.child_drift(kind, fn, child, context.config)
         if found:
             return f"{kind} drifted: {', '.join(found)}"

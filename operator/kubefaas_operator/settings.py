@@ -22,7 +22,7 @@ import kopf
 from kubefaas import naming
 from kubefaas_operator import persistence
 from kubefaas_operator.config import OperatorConfig
-from kubefaas_operator.handlers.children import CHILD_RESOURCES, CHILD_SELECTOR
+from kubefaas_operator.handlers.child_events import CHILD_RESOURCES, CHILD_SELECTOR
 
 # Whole seconds: kopf passes the server timeout on as `timeoutSeconds`, which the API server
 # parses as an integer ("300.0" is a 400 Bad Request).

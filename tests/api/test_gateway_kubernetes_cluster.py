@@ -1,7 +1,7 @@
 """The gateway in cluster mode against a real API server (no kubelet, so pods never run).
 
 Each test applies Functions with kubectl and creates their Deployments exactly as the
-operator builds them (`kubefaas_operator.builders`), at 0 replicas. Where a test needs a
+operator builds them (`kubefaas_operator.children`), at 0 replicas. Where a test needs a
 running instance, it plays the kubelet: it creates a pod object labelled for the function,
 writes `status.phase: Running` and a `podIP` through the status subresource, and serves
 the runtime contract itself on that loopback IP. The gateway discovers the pod from its
@@ -44,7 +44,7 @@ from kubefaas_gateway.app import create_app
 from kubefaas_gateway.backends.kubernetes import KubernetesBackend
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings
-from kubefaas_operator.builders import build_deployment
+from kubefaas_operator.children import build_deployment
 from tests.loopback import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

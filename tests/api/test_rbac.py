@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from kubefaas_cluster.pytest_plugin import KubeApi
-from kubefaas_operator.testing import OperatorProcess
+from tests.operator_process import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "function.yaml"

@@ -17,7 +17,7 @@ from kubefaas_operator.config import (
     load_config,
 )
 from kubefaas_operator.handlers import register_all
-from kubefaas_operator.handlers.children import CHILD_SELECTOR
+from kubefaas_operator.handlers.child_events import CHILD_SELECTOR
 from kubefaas_operator.settings import build_settings
 
 
@@ -79,6 +79,18 @@ def test_a_bad_setting_is_refused_naming_the_variable(env: dict[str, str], named
 def test_ports_of_zero_switch_the_endpoints_off() -> None:
     cfg = config({"KUBEFAAS_OPERATOR_HEALTH_PORT": "0", "KUBEFAAS_OPERATOR_METRICS_PORT": "0"})
     assert (cfg.health_port, cfg.metrics_port) == (0, 0)
+
+
+def test_the_autoscaler_reads_the_gateways_the_chart_names_else_every_gateway() -> None:
+    default = config({})
+    assert default.gateway_namespace is None
+    assert default.gateway_selector == "app.kubernetes.io/component=gateway"
+    release = "app.kubernetes.io/instance=kf,app.kubernetes.io/component=gateway"
+    chart = config(
+        {"KUBEFAAS_GATEWAY_NAMESPACE": "kubefaas-system", "KUBEFAAS_GATEWAY_SELECTOR": release}
+    )
+    assert chart.gateway_namespace == "kubefaas-system"
+    assert chart.gateway_selector == release
 
 
 def test_the_cli_runs_the_operator_with_the_parsed_flags(monkeypatch: pytest.MonkeyPatch) -> None:

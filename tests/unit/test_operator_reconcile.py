@@ -1,130 +1,22 @@
-"""The reconcile against an in-memory API: what ends up in the cluster, and what never does.
-
-The fake keeps the API server's rules that the reconcile depends on: resourceVersion
-checks (409 on a stale write), 409 on creating an existing name, 404s, and a status
-subresource. Every write is recorded, so a test can assert what was never sent.
-"""
+"""The reconcile against an in-memory API (`tests.fake_kube`): what ends up in the cluster,
+and what never does."""
 
 from __future__ import annotations
 
-import copy
-import itertools
-import uuid
-from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from kubefaas import naming
-from kubefaas_operator import apply, builders, reconcile, resync
+from kubefaas.kubeapi import ApiError
+from kubefaas_operator import apply, children, reconcile, resync, status
 from kubefaas_operator.config import OperatorConfig
 from kubefaas_operator.context import OperatorContext
-from kubefaas_operator.kube import ApiError
+from tests.fake_kube import FakeKube
 
 NS = "team-a"
 NOW = "2026-01-02T03:04:05Z"
 CONFIG = OperatorConfig(runtime_images={"python3.11": "runtime:1"}, gateway_url="http://gw")
-
-
-class FakeKube:
-    """An API server in a dict, keyed by object path."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, dict[str, Any]] = {}
-        self.writes: list[tuple[str, str, dict[str, Any]]] = []
-        self.reads: list[str] = []
-        self._versions = itertools.count(100)
-        self.fail_writes: dict[str, ApiError] = {}
-        self.before_write: list[Any] = []
-
-    def _version(self) -> str:
-        return str(next(self._versions))
-
-    def put_object(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
-        obj = copy.deepcopy(obj)
-        meta = obj.setdefault("metadata", {})
-        meta.setdefault("uid", str(uuid.uuid4()))
-        meta["resourceVersion"] = self._version()
-        self.objects[path] = obj
-        return copy.deepcopy(obj)
-
-    def _write(self, verb: str, path: str, body: Mapping[str, Any]) -> None:
-        for hook in self.before_write:
-            hook(verb, path)
-        self.writes.append((verb, path, copy.deepcopy(dict(body))))
-        for prefix, error in self.fail_writes.items():
-            if path.startswith(prefix):
-                raise error
-
-    def get(self, path: str) -> dict[str, Any] | None:
-        self.reads.append(path)
-        found = self.objects.get(path)
-        return copy.deepcopy(found) if found is not None else None
-
-    def list_all(self, path: str, *, label_selector: str | None = None) -> list[dict[str, Any]]:
-        wanted: dict[str, str | None] = {}
-        for term in (label_selector or "").split(","):
-            if term:
-                key, _, value = term.partition("=")
-                wanted[key] = value or None
-        kind = path.rsplit("/", 1)[-1]
-        found = []
-        for key, obj in self.objects.items():
-            parts = key.split("/")
-            if parts[-2] != kind or ("/namespaces/" in path and not key.startswith(path)):
-                continue
-            labels = obj["metadata"].get("labels") or {}
-            if all(k in labels and (v is None or labels[k] == v) for k, v in wanted.items()):
-                found.append(copy.deepcopy(obj))
-        return found
-
-    def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        self._write("create", path, body)
-        target = f"{path}/{body['metadata']['name']}"
-        if target in self.objects:
-            raise ApiError(409, "AlreadyExists", f"{target} exists")
-        return self.put_object(target, dict(body))
-
-    def replace(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        self._write("replace", path, body)
-        current = self.objects.get(path)
-        if current is None:
-            raise ApiError(404, "NotFound", path)
-        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", "the object has been modified")
-        new = copy.deepcopy(dict(body))
-        new["metadata"]["uid"] = current["metadata"]["uid"]
-        if "status" in current:
-            new["status"] = current["status"]
-        return self.put_object(path, new)
-
-    def patch(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        self._write("patch", path, body)
-        target = path.removesuffix("/status")
-        current = self.objects.get(target)
-        if current is None:
-            raise ApiError(404, "NotFound", target)
-        want = body.get("metadata", {}).get("resourceVersion")
-        if want is not None and want != current["metadata"]["resourceVersion"]:
-            raise ApiError(409, "Conflict", "the object has been modified")
-        merged = copy.deepcopy(current)
-        for key, value in body.items():
-            if key == "metadata":
-                continue
-            if isinstance(value, dict):
-                merged.setdefault(key, {}).update(copy.deepcopy(value))
-            else:
-                merged[key] = copy.deepcopy(value)
-        return self.put_object(target, merged)
-
-    def delete(self, path: str) -> None:
-        self._write("delete", path, {})
-        self.objects.pop(path, None)
-
-    # helpers for tests
-
-    def writes_to(self, kind_path: str) -> list[tuple[str, str, dict[str, Any]]]:
-        return [w for w in self.writes if kind_path in w[1]]
 
 
 def fn_path(name: str = "hello") -> str:
@@ -168,7 +60,7 @@ def run(kube: FakeKube, name: str = "hello", config: OperatorConfig = CONFIG) ->
 
 
 def ready(kube: FakeKube, name: str = "hello") -> dict[str, Any]:
-    found = builders.ready_condition_of(kube.objects[fn_path(name)].get("status"))
+    found = status.ready_condition_of(kube.objects[fn_path(name)].get("status"))
     assert found is not None
     return dict(found)
 
@@ -188,9 +80,9 @@ def test_a_new_function_gets_its_three_children_and_a_ready_status() -> None:
     assert kube.objects[dep_path()]["spec"]["replicas"] == 0
     assert kube.objects[cm_path("hello-code")]["data"] == {"main.py": "x = 1\n"}
     assert (ready(kube)["status"], ready(kube)["reason"]) == ("True", "ScaledToZero")
-    status = kube.objects[fn_path()]["status"]
-    assert status["url"] == "http://gw/function/team-a/hello"
-    assert status["observedGeneration"] == 1
+    written = kube.objects[fn_path()]["status"]
+    assert written["url"] == "http://gw/function/team-a/hello"
+    assert written["observedGeneration"] == 1
 
 
 def test_a_second_reconcile_writes_nothing() -> None:
@@ -218,8 +110,8 @@ def test_restart_half_way_converges_without_duplicates() -> None:
     kube.fail_writes.clear()
     run(kube)
     run(kube)
-    children = [p for p in kube.objects if p != fn_path()]
-    assert sorted(children) == sorted([dep_path(), svc_path(), cm_path("hello-code")])
+    made = [p for p in kube.objects if p != fn_path()]
+    assert sorted(made) == sorted([dep_path(), svc_path(), cm_path("hello-code")])
     assert ready(kube)["status"] == "True"
 
 
@@ -271,7 +163,7 @@ def test_two_reconciles_racing_to_create_do_not_fail() -> None:
         if verb == "create" and path.endswith("/services") and not desired_service_body:
             desired_service_body["done"] = True
             fn = reconcile.parse(kube.objects[fn_path()])
-            kube.put_object(svc_path(), builders.build_service(fn))
+            kube.put_object(svc_path(), children.build_service(fn))
 
     kube.before_write.append(someone_else_creates_first)
     outcome = run(kube)
@@ -470,7 +362,7 @@ def test_a_function_being_deleted_is_not_reconciled() -> None:
     [("CodeNotFound", 0, 3.0), ("CodeNotFound", 50, 30.0), ("ApplyFailed", 0, 2.0)],
 )
 def test_retry_delays(reason: str, retry: int, delay: float) -> None:
-    problem = builders.NotReady(reason, "x", retry=True)
+    problem = status.NotReady(reason, "x", retry=True)
     assert reconcile.retry_delay(problem, retry) == delay
 
 
@@ -522,8 +414,8 @@ def test_a_deployment_status_change_updates_the_function_status_only() -> None:
     kube.writes.clear()
     child_event(kube, "Deployment", dep_path())
     assert [w[0:2] for w in kube.writes] == [("patch", fn_path() + "/status")]
-    status = kube.objects[fn_path()]["status"]
-    assert (status["replicas"], status["readyReplicas"]) == (2, 1)
+    written = kube.objects[fn_path()]["status"]
+    assert (written["replicas"], written["readyReplicas"]) == (2, 1)
     assert ready(kube)["reason"] == "Running"
 
 

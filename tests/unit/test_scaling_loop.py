@@ -12,14 +12,8 @@ import pytest
 
 from kubefaas.api import Function, parse_function
 from kubefaas.scaling import Decision, Reason, ScalingState, Tuning
-from kubefaas_operator.autoscaler import (
-    FunctionStats,
-    ScaleTarget,
-    autoscale_once,
-    combine,
-    parse_stats,
-    run_autoscaler,
-)
+from kubefaas_operator.autoscaler import ScaleTarget, autoscale_once, run_autoscaler
+from kubefaas_operator.gateway_stats import FunctionStats, combine, parse_stats
 
 
 def function(name: str = "api", **scaling: Any) -> Function:
@@ -209,9 +203,9 @@ async def test_idle_function_goes_to_zero_after_its_idle_window_and_status_says_
 
 
 async def test_status_is_not_rewritten_when_unchanged() -> None:
-    document = function().model_dump(by_alias=True, exclude_none=True)
-    fn = parse_function({**document, "status": {"desiredReplicas": 1}})
+    fn = function()
     cluster = cluster_with(fn, replicas=1)
+    cluster.targets[fn.key] = replace(cluster.targets[fn.key], desired_replicas=1)
     steady = entry(inFlight=1, stableConcurrency=1.0, panicConcurrency=1.0, idleSeconds=0.0)
     cluster.stats = {"http://a:8080": {fn.key: steady}}
     await cluster.tick({})

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import kopf
 
-from kubefaas_operator.handlers import children, function, lifecycle
+from kubefaas_operator.handlers import child_events, function, lifecycle
 
 
 def register_all(registry: kopf.OperatorRegistry) -> None:
     lifecycle.register(registry)
     function.register(registry)
-    children.register(registry)
+    child_events.register(registry)

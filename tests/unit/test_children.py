@@ -1,9 +1,9 @@
-"""What the pure builders return for a Function: the objects a user will find in the cluster."""
+"""What the pure children builders return for a Function: the objects a user will find in
+the cluster (its status is tested in test_status.py)."""
 
 from __future__ import annotations
 
 import ast
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +11,11 @@ import pytest
 
 from kubefaas import limits, naming, wire
 from kubefaas.api import Function, parse_function
-from kubefaas_operator import builders
-from kubefaas_operator.builders import NotReady
+from kubefaas_operator import children, status
+from kubefaas_operator.config import RUNTIME_IMAGES_ENV, load_config
 
 UID = "0b7c6a5e-0000-4000-8000-000000000001"
 IMAGES = {"python3.11": "registry.example/kubefaas-runtime:1.2.3"}
-NOW = "2026-01-02T03:04:05Z"
 
 
 def function(**spec: Any) -> Function:
@@ -40,7 +39,7 @@ def function(**spec: Any) -> Function:
 def deployment(fn: Function | None = None, **kwargs: Any) -> dict[str, Any]:
     options: dict[str, Any] = {"image_for_runtime": IMAGES, "replicas_hint": None}
     options.update(kwargs)
-    return builders.build_deployment(fn or function(), **options)
+    return children.build_deployment(fn or function(), **options)
 
 
 def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
@@ -66,8 +65,8 @@ def test_pods_pass_the_restricted_pod_security_standard() -> None:
     obj = deployment()
     pod = pod_spec(obj)
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] == builders.RUNTIME_UID
-    assert pod["securityContext"]["runAsGroup"] == builders.RUNTIME_GID
+    assert pod["securityContext"]["runAsUser"] == children.RUNTIME_UID
+    assert pod["securityContext"]["runAsGroup"] == children.RUNTIME_GID
     assert pod["securityContext"]["runAsUser"] > 0
     assert pod["securityContext"]["runAsGroup"] > 0
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -103,7 +102,7 @@ def test_code_from_a_user_configmap_is_mounted_from_that_configmap() -> None:
     fn = function(code={"configMap": {"name": "my-code"}})
     volumes = {v["name"]: v for v in pod_spec(deployment(fn))["volumes"]}
     assert volumes["code"]["configMap"]["name"] == "my-code"
-    assert builders.code_config_map(fn) == "my-code"
+    assert children.code_config_map(fn) == "my-code"
 
 
 def test_tmp_is_a_private_emptydir_whose_size_limit_equals_the_ephemeral_storage_limit() -> None:
@@ -128,7 +127,7 @@ def test_custom_image_function_has_no_code_volume() -> None:
 
 def test_config_map_holds_one_key_per_inline_file() -> None:
     files = {"main.py": "import util\n", "util.py": "X = 1\n", "data.json": "{}"}
-    cm = builders.build_config_map(function(code={"inline": files}))
+    cm = children.build_config_map(function(code={"inline": files}))
     assert cm["kind"] == "ConfigMap"
     assert cm["metadata"]["name"] == "hello-code"
     assert cm["metadata"]["namespace"] == "team-a"
@@ -137,7 +136,7 @@ def test_config_map_holds_one_key_per_inline_file() -> None:
 
 def test_config_map_is_refused_for_code_in_a_user_configmap() -> None:
     with pytest.raises(ValueError, match="no inline code"):
-        builders.build_config_map(function(code={"configMap": {"name": "x"}}))
+        children.build_config_map(function(code={"configMap": {"name": "x"}}))
 
 
 # --- resources ----------------------------------------------------------------------------
@@ -162,7 +161,7 @@ def test_there_is_no_cpu_limit() -> None:
 
 def test_decimal_memory_sizes_get_cpu_by_their_mebibytes() -> None:
     # 1G = 953.67 MiB -> 954 MiB -> 954000/1769 = 539.3 -> 540m
-    assert builders.cpu_request("1G") == "540m"
+    assert children.cpu_request("1G") == "540m"
 
 
 # --- the runtime launch contract ---------------------------------------------------------
@@ -212,7 +211,7 @@ def test_user_env_cannot_override_the_contract() -> None:
     env = container(deployment(fn))["env"]
     assert [e["value"] for e in env if e["name"] == "PORT"] == ["8080"]
     assert {"name": "OK", "value": "2"} in env
-    assert builders.shadowed_env(fn) == ["PORT"]
+    assert children.shadowed_env(fn) == ["PORT"]
 
 
 def test_port_and_readiness_probe_on_the_runtime_port() -> None:
@@ -226,27 +225,53 @@ def test_port_and_readiness_probe_on_the_runtime_port() -> None:
 
 def test_termination_grace_outlasts_the_function_timeout() -> None:
     pod = pod_spec(deployment(function(timeoutSeconds=300)))
-    assert pod["terminationGracePeriodSeconds"] == 300 + builders.DRAIN_GRACE_SECONDS
+    assert pod["terminationGracePeriodSeconds"] == 300 + children.DRAIN_GRACE_SECONDS
     assert pod["terminationGracePeriodSeconds"] > 300
 
 
 # --- image ----------------------------------------------------------------------------------
 
 
-def test_runtime_image_comes_from_the_configured_map() -> None:
-    assert container(deployment())["image"] == IMAGES["python3.11"]
+def runtime_images(configured: str | None) -> dict[str, str]:
+    """The operator's runtime -> image map, as its configuration parses it."""
+    environ = {} if configured is None else {RUNTIME_IMAGES_ENV: configured}
+    config = load_config(namespaces=None, gateway_url=None, verbose=False, environ=environ)
+    return dict(config.runtime_images)
 
 
-def test_default_runtime_map_is_the_one_in_limits() -> None:
-    obj = deployment(image_for_runtime=limits.RUNTIME_IMAGES)
-    assert container(obj)["image"] == limits.RUNTIME_IMAGES["python3.11"]
+def test_the_deployment_runs_the_image_the_operator_is_configured_with() -> None:
+    images = runtime_images('{"python3.11": "mirror.example/runtime:9"}')
+    obj = deployment(image_for_runtime=images)
+    assert container(obj)["image"] == "mirror.example/runtime:9"
 
 
-def test_runtime_missing_from_the_map_is_an_unknown_runtime() -> None:
+def test_every_runtime_the_api_accepts_has_an_image_in_a_default_operator() -> None:
+    # A Function the CRD admits must not come out UnknownRuntime on a default install.
+    images = runtime_images(None)
+    for runtime in limits.RUNTIMES:
+        image = container(deployment(function(runtime=runtime), image_for_runtime=images))
+        assert image["image"], runtime
+
+
+def test_a_configured_map_replaces_the_default_so_a_missing_runtime_is_refused() -> None:
+    images = runtime_images('{"python3.12": "mirror.example/runtime-312:1"}')
     with pytest.raises(
-        builders.UnknownRuntimeError, match=r"python3\.11.*configured runtimes: none"
+        children.UnknownRuntimeError,
+        match=r"spec\.runtime 'python3\.11'.*configured runtimes: python3\.12",
+    ):
+        deployment(image_for_runtime=images)
+
+
+def test_runtime_missing_from_an_empty_map_is_an_unknown_runtime() -> None:
+    with pytest.raises(
+        children.UnknownRuntimeError, match=r"python3\.11.*configured runtimes: none"
     ):
         deployment(image_for_runtime={})
+
+
+def test_a_custom_image_needs_no_runtime_map() -> None:
+    fn = function(runtime=None, code=None, image="example/fn:7")
+    assert container(deployment(fn, image_for_runtime={}))["image"] == "example/fn:7"
 
 
 # --- labels, selectors, owners ----------------------------------------------------------
@@ -255,7 +280,7 @@ def test_runtime_missing_from_the_map_is_an_unknown_runtime() -> None:
 def test_labels_on_deployment_template_and_service_let_the_gateway_find_pods() -> None:
     fn = function()
     dep = deployment(fn)
-    svc = builders.build_service(fn)
+    svc = children.build_service(fn)
     expected = {
         naming.FUNCTION_LABEL: "hello",
         "app.kubernetes.io/name": "hello",
@@ -274,7 +299,7 @@ def test_labels_on_deployment_template_and_service_let_the_gateway_find_pods() -
 
 
 def test_service_is_cluster_ip_port_80_to_the_runtime_port_named_http() -> None:
-    svc = builders.build_service(function())
+    svc = children.build_service(function())
     assert svc["metadata"]["name"] == "hello"
     assert svc["spec"]["type"] == "ClusterIP"
     assert svc["spec"]["ports"] == [
@@ -284,7 +309,7 @@ def test_service_is_cluster_ip_port_80_to_the_runtime_port_named_http() -> None:
 
 def test_every_child_is_controlled_by_the_function_so_deletion_cascades() -> None:
     fn = function()
-    for obj in (deployment(fn), builders.build_service(fn), builders.build_config_map(fn)):
+    for obj in (deployment(fn), children.build_service(fn), children.build_config_map(fn)):
         assert obj["metadata"]["namespace"] == "team-a"
         assert obj["metadata"]["ownerReferences"] == [
             {
@@ -302,7 +327,7 @@ def test_an_object_never_read_from_the_api_has_no_uid_to_own_children() -> None:
     doc = function().model_dump(by_alias=True, exclude_none=True)
     del doc["metadata"]["uid"]
     with pytest.raises(ValueError, match=r"no metadata\.uid"):
-        builders.build_service(parse_function(doc))
+        children.build_service(parse_function(doc))
 
 
 # --- replicas -------------------------------------------------------------------------------
@@ -360,10 +385,10 @@ def test_checksum_does_not_change_when_only_scaling_or_async_change() -> None:
 
 def test_checksum_of_configmap_code_follows_the_configmap_contents() -> None:
     fn = function(code={"configMap": {"name": "src"}})
-    one = builders.pod_checksum(fn, {"main.py": "a"})
-    assert one == builders.pod_checksum(fn, {"main.py": "a"})
-    assert one != builders.pod_checksum(fn, {"main.py": "b"})
-    assert one != builders.pod_checksum(
+    one = children.pod_checksum(fn, {"main.py": "a"})
+    assert one == children.pod_checksum(fn, {"main.py": "a"})
+    assert one != children.pod_checksum(fn, {"main.py": "b"})
+    assert one != children.pod_checksum(
         function(code={"configMap": {"name": "other"}}), {"main.py": "a"}
     )
 
@@ -371,12 +396,12 @@ def test_checksum_of_configmap_code_follows_the_configmap_contents() -> None:
 def test_version_stays_while_the_pods_do_not_change_and_moves_with_them() -> None:
     fn = function()
     live = deployment(fn)  # deployed at generation 4
-    checksum = builders.pod_checksum(fn, fn.spec.code.inline if fn.spec.code else None)
+    checksum = children.pod_checksum(fn, fn.spec.code.inline if fn.spec.code else None)
     # generation 9 only changed maxScale: same checksum, same version, same pod template
-    assert builders.function_version(checksum=checksum, live=live, generation=9) == 4
+    assert children.function_version(checksum=checksum, live=live, generation=9) == 4
     # generation 10 changed the code: a new version
-    assert builders.function_version(checksum="other", live=live, generation=10) == 10
-    assert builders.function_version(checksum=checksum, live=None, generation=3) == 3
+    assert children.function_version(checksum="other", live=live, generation=10) == 10
+    assert children.function_version(checksum=checksum, live=None, generation=3) == 3
 
 
 def test_a_scaling_only_change_leaves_the_pod_template_identical() -> None:
@@ -386,199 +411,19 @@ def test_a_scaling_only_change_leaves_the_pod_template_identical() -> None:
     doc["spec"]["scaling"]["maxScale"] = 3
     doc["metadata"]["generation"] = 5
     newer = parse_function(doc)
-    checksum = builders.pod_checksum(newer, newer.spec.code.inline if newer.spec.code else None)
-    version = builders.function_version(checksum=checksum, live=live, generation=5)
+    checksum = children.pod_checksum(newer, newer.spec.code.inline if newer.spec.code else None)
+    version = children.function_version(checksum=checksum, live=live, generation=5)
     again = deployment(newer, checksum=checksum, version=version)
     assert again["spec"]["template"] == live["spec"]["template"]
-
-
-# --- status -------------------------------------------------------------------------------
-
-
-def live_deployment(replicas: int, ready: int = 0, **status: Any) -> dict[str, Any]:
-    obj = deployment(replicas_hint=replicas)
-    obj["status"] = {"replicas": replicas, "readyReplicas": ready, **status}
-    return obj
-
-
-def ready_of(status: dict[str, Any]) -> dict[str, Any]:
-    found = builders.ready_condition_of(status)
-    assert found is not None
-    return dict(found)
-
-
-def test_status_of_a_function_scaled_to_zero_is_ready() -> None:
-    status = builders.build_status(
-        fn=function(),
-        deployment=live_deployment(0),
-        problem=None,
-        gateway_url="http://gw.example",
-        previous=None,
-        now=NOW,
-    )
-    ready = ready_of(status)
-    assert (ready["status"], ready["reason"]) == ("True", "ScaledToZero")
-    assert ready["lastTransitionTime"] == NOW
-    assert ready["observedGeneration"] == 4
-    assert status["replicas"] == 0
-    assert status["readyReplicas"] == 0
-    assert status["url"] == "http://gw.example/function/team-a/hello"
-    assert status["observedGeneration"] == 4
-
-
-def test_status_running_and_deployed_follow_ready_replicas() -> None:
-    running = builders.build_status(
-        fn=function(),
-        deployment=live_deployment(3, ready=2),
-        problem=None,
-        gateway_url="http://gw",
-        previous=None,
-        now=NOW,
-    )
-    assert ready_of(running)["reason"] == "Running"
-    assert "2 of 3" in ready_of(running)["message"]
-    assert (running["replicas"], running["readyReplicas"]) == (3, 2)
-    starting = builders.build_status(
-        fn=function(),
-        deployment=live_deployment(1, ready=0),
-        problem=None,
-        gateway_url="http://gw",
-        previous=None,
-        now=NOW,
-    )
-    assert (ready_of(starting)["status"], ready_of(starting)["reason"]) == ("True", "Deployed")
-
-
-def test_a_problem_makes_the_function_not_ready_with_its_reason_and_message() -> None:
-    status = builders.build_status(
-        fn=function(),
-        deployment=None,
-        problem=NotReady("CodeNotFound", "ConfigMap 'src' not found"),
-        gateway_url="http://gw",
-        previous=None,
-        now=NOW,
-    )
-    ready = ready_of(status)
-    assert (ready["status"], ready["reason"]) == ("False", "CodeNotFound")
-    assert "'src' not found" in ready["message"]
-
-
-def test_a_stuck_rollout_or_refused_pods_are_not_ready() -> None:
-    stuck = live_deployment(
-        1,
-        conditions=[
-            {"type": "Progressing", "status": "False", "message": "ProgressDeadlineExceeded"}
-        ],
-    )
-    ready, reason, _ = builders.deployment_readiness(stuck)
-    assert (ready, reason) == (False, "RolloutStuck")
-    refused = live_deployment(
-        1,
-        conditions=[{"type": "ReplicaFailure", "status": "True", "message": "forbidden: psa"}],
-    )
-    ready, reason, message = builders.deployment_readiness(refused)
-    assert (ready, reason, message) == (False, "ReplicaFailure", "forbidden: psa")
-
-
-def test_transition_time_moves_only_when_readiness_flips() -> None:
-    earlier = builders.build_status(
-        fn=function(),
-        deployment=live_deployment(0),
-        problem=None,
-        gateway_url="http://gw",
-        previous=None,
-        now="2020-01-01T00:00:00Z",
-    )
-    same = builders.build_status(
-        fn=function(),
-        deployment=live_deployment(2, ready=2),
-        problem=None,
-        gateway_url="http://gw",
-        previous=earlier,
-        now=NOW,
-    )
-    assert ready_of(same)["lastTransitionTime"] == "2020-01-01T00:00:00Z"
-    flipped = builders.build_status(
-        fn=function(),
-        deployment=None,
-        problem=NotReady("ApplyFailed", "403"),
-        gateway_url="http://gw",
-        previous=same,
-        now=NOW,
-    )
-    assert ready_of(flipped)["lastTransitionTime"] == NOW
-
-
-def test_conditions_of_others_are_kept() -> None:
-    previous = {"conditions": [{"type": "Throttled", "status": "False"}]}
-    status = builders.build_status(
-        fn=function(),
-        deployment=live_deployment(0),
-        problem=None,
-        gateway_url="http://gw",
-        previous=previous,
-        now=NOW,
-    )
-    assert [c["type"] for c in status["conditions"]] == ["Throttled", "Ready"]
-
-
-def test_refresh_follows_the_deployment_but_keeps_a_problem_found_by_reconcile() -> None:
-    ok = builders.build_status(
-        fn=function(),
-        deployment=live_deployment(0),
-        problem=None,
-        gateway_url="http://gw",
-        previous=None,
-        now=NOW,
-    )
-    refreshed = builders.refresh_status(previous=ok, deployment=live_deployment(2, 2), now=NOW)
-    assert (refreshed["replicas"], refreshed["readyReplicas"]) == (2, 2)
-    assert ready_of(refreshed)["reason"] == "Running"
-    assert ready_of(refreshed)["observedGeneration"] == 4
-    broken = builders.build_status(
-        fn=function(),
-        deployment=None,
-        problem=NotReady("CodeNotFound", "missing"),
-        gateway_url="http://gw",
-        previous=None,
-        now=NOW,
-    )
-    refreshed = builders.refresh_status(previous=broken, deployment=live_deployment(1, 1), now=NOW)
-    assert "conditions" not in refreshed
-    assert refreshed["readyReplicas"] == 1
-
-
-def test_status_differs_ignores_only_transition_times() -> None:
-    one = builders.build_status(
-        fn=function(),
-        deployment=live_deployment(0),
-        problem=None,
-        gateway_url="http://gw",
-        previous=None,
-        now="2020-01-01T00:00:00Z",
-    )
-    two = copy.deepcopy(one)
-    two["conditions"][0]["lastTransitionTime"] = NOW
-    assert not builders.status_differs(one, two)
-    two["replicas"] = 1
-    assert builders.status_differs(one, two)
-    assert builders.status_differs(None, one)
-
-
-def test_invalid_spec_status_names_the_problem() -> None:
-    status = builders.build_problem_status(
-        previous=None, problem=NotReady("InvalidSpec", "spec.memory: bad"), generation=2, now=NOW
-    )
-    assert ready_of(status)["reason"] == "InvalidSpec"
-    assert status["observedGeneration"] == 2
 
 
 # --- purity ---------------------------------------------------------------------------------
 
 
-def test_builders_import_no_io() -> None:
+@pytest.mark.parametrize("module", [children, status], ids=["children", "status"])
+def test_builders_import_no_io(module: Any) -> None:
     """The builders stay pure: no Kubernetes client, kopf, network or subprocess."""
-    source = Path(builders.__file__).read_text()
+    source = Path(module.__file__).read_text()
     imported: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):

@@ -7,7 +7,7 @@ from typing import Any
 
 from kubefaas import naming
 from kubefaas.api import parse_function
-from kubefaas_operator import builders, drift
+from kubefaas_operator import children, drift
 
 UID = "0b7c6a5e-0000-4000-8000-000000000002"
 IMAGES = {"python3.11": "kubefaas-runtime:0.1.0"}
@@ -24,7 +24,7 @@ def fn_doc() -> dict[str, Any]:
 
 def desired_deployment() -> dict[str, Any]:
     fn = parse_function(fn_doc())
-    return builders.build_deployment(fn, image_for_runtime=IMAGES, replicas_hint=None)
+    return children.build_deployment(fn, image_for_runtime=IMAGES, replicas_hint=None)
 
 
 def as_served(obj: dict[str, Any]) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def test_a_different_selector_needs_a_new_deployment() -> None:
 
 def test_service_keeps_its_cluster_ip_when_repaired() -> None:
     fn = parse_function(fn_doc())
-    desired = builders.build_service(fn)
+    desired = children.build_service(fn)
     live = copy.deepcopy(desired)
     live["metadata"]["resourceVersion"] = "3"
     live["spec"].update(
@@ -165,7 +165,7 @@ def test_service_keeps_its_cluster_ip_when_repaired() -> None:
 
 def test_code_configmap_must_hold_exactly_the_inline_files() -> None:
     fn = parse_function(fn_doc())
-    desired = builders.build_config_map(fn)
+    desired = children.build_config_map(fn)
     live = copy.deepcopy(desired)
     assert drift.config_map_drift(desired, live) == []
     live["data"]["evil.py"] = "import os"
@@ -177,3 +177,25 @@ def test_quantities_compare_by_value() -> None:
     assert drift.differences({"memory": "1536Mi"}, {"memory": "1.5Gi"}) == []
     assert drift.differences({"cpu": "500m"}, {"cpu": "0.5"}) == []
     assert drift.differences({"memory": "1Gi"}, {"memory": "1G"}) == ["memory"]
+
+
+def test_only_the_functions_own_controller_reference_makes_a_child_its_own() -> None:
+    fn = parse_function(fn_doc())
+    built = desired_deployment()
+    assert drift.controlled_by(built, fn)
+
+    def with_owner(**ref: Any) -> dict[str, Any]:
+        child = copy.deepcopy(built)
+        child["metadata"]["ownerReferences"] = [{**child["metadata"]["ownerReferences"][0], **ref}]
+        return child
+
+    # Same name and labels, but owned by an earlier Function of that name, by another
+    # kind or API group, only as a non-controller owner, or by nothing at all.
+    assert not drift.controlled_by(with_owner(uid="another-uid"), fn)
+    assert not drift.controlled_by(with_owner(kind="Deployment"), fn)
+    assert not drift.controlled_by(with_owner(apiVersion="example.com/v1"), fn)
+    assert not drift.controlled_by(with_owner(controller=False), fn)
+    unowned = copy.deepcopy(built)
+    del unowned["metadata"]["ownerReferences"]
+    assert not drift.controlled_by(unowned, fn)
+    assert unowned["metadata"]["labels"] == built["metadata"]["labels"]

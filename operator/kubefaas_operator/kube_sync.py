@@ -6,8 +6,10 @@ would only cost time (it dominates a bulk reconcile) and risk dropping unknown f
 The `kubernetes` package still does what it is good at: loading the kubeconfig or the
 in-cluster service account (with token refresh), TLS, and connection pooling.
 
-Everything else in the operator talks to the API through the `Kube` protocol, so the
-reconcile logic is unit-tested against an in-memory fake.
+Everything else in the operator (reconcile, resync, the autoscaler) talks to the API
+through the `Kube` protocol, so that logic is unit-tested against an in-memory fake; an
+import-linter contract keeps `kubernetes` out of every other module. The error type, content
+types and request timeout are the ones the gateway's door uses too (`kubefaas.kubeapi`).
 """
 
 from __future__ import annotations
@@ -18,34 +20,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
+from kubefaas.kubeapi import JSON, MERGE_PATCH, REQUEST_TIMEOUT_SECONDS, ApiError
+
 FIELD_MANAGER = "kubefaas-operator"
-JSON = "application/json"
-MERGE_PATCH = "application/merge-patch+json"
-REQUEST_TIMEOUT_SECONDS = 30.0
-
-
-class ApiError(Exception):
-    """The API server refused a request; `status` is the HTTP code, `reason` its Status reason."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        self.status = status
-        self.reason = reason
-        self.message = message
-        super().__init__(f"{status} {reason}: {message}")
-
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
-
-    @property
-    def namespace_terminating(self) -> bool:
-        """403 for creating anything in a namespace that is being deleted."""
-        return self.status == 403 and "being terminated" in self.message
-
-    @property
-    def conflict(self) -> bool:
-        """409: a stale resourceVersion, or a create of a name that exists."""
-        return self.status == 409
+SCALE_API_VERSION = "autoscaling/v1"
 
 
 class Kube(Protocol):
@@ -69,6 +47,15 @@ class Kube(Protocol):
     def delete(self, path: str) -> None:
         """DELETE (background propagation); a missing object is not an error."""
 
+    def patch_status(self, path: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch the `status` subresource of the object at `path`."""
+
+    def replace_scale(
+        self, path: str, *, replicas: int, resource_version: str | None
+    ) -> dict[str, Any]:
+        """PUT the `/scale` subresource of the workload at `path`; with `resource_version`
+        the write is refused (`ApiError`, 409) if the object changed since it was read."""
+
 
 def namespaced(group_version: str, plural: str, namespace: str, name: str | None = None) -> str:
     """``/apis/apps/v1/namespaces/ns/deployments[/name]`` (``/api/v1/...`` for core)."""
@@ -81,6 +68,20 @@ def cluster(group_version: str, plural: str) -> str:
     """``/apis/apps/v1/deployments``: a collection across all namespaces."""
     root = "/api/v1" if group_version == "v1" else f"/apis/{group_version}"
     return f"{root}/{plural}"
+
+
+def scale_body(path: str, *, replicas: int, resource_version: str | None) -> dict[str, Any]:
+    """The `autoscaling/v1` Scale object that sets the replicas of the workload at `path`."""
+    parts = path.rstrip("/").split("/")
+    metadata: dict[str, Any] = {"name": parts[-1], "namespace": parts[-3]}
+    if resource_version is not None:
+        metadata["resourceVersion"] = resource_version
+    return {
+        "apiVersion": SCALE_API_VERSION,
+        "kind": "Scale",
+        "metadata": metadata,
+        "spec": {"replicas": replicas},
+    }
 
 
 class RestKube:
@@ -182,6 +183,15 @@ class RestKube:
             body=body,
             content_type=MERGE_PATCH,
         )
+
+    def patch_status(self, path: str, status: Mapping[str, Any]) -> dict[str, Any]:
+        return self.patch(path + "/status", {"status": dict(status)})
+
+    def replace_scale(
+        self, path: str, *, replicas: int, resource_version: str | None
+    ) -> dict[str, Any]:
+        body = scale_body(path, replicas=replicas, resource_version=resource_version)
+        return self.replace(path + "/scale", body)
 
     def delete(self, path: str) -> None:
         try:
