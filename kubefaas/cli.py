@@ -28,7 +28,7 @@ commands:
 
 
 def _cmd_local(args: argparse.Namespace) -> int:
-    from kubefaas_gateway.local import serve_local
+    from kubefaas_gateway.local_mode import serve_local
 
     options = {"host": args.host, "port": args.port}
     if args.state_dir is not None:
@@ -63,7 +63,7 @@ def _cmd_operator(args: argparse.Namespace) -> int:
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
-    from kubefaas_gateway.cluster import serve_cluster
+    from kubefaas_gateway.cluster_mode import serve_cluster
 
     return int(serve_cluster(host=args.host, port=args.port) or 0)
 

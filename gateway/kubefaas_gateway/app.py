@@ -26,15 +26,15 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
 from kubefaas_gateway import proxy
-from kubefaas_gateway.autoscaler import LocalAutoscaler
 from kubefaas_gateway.backends.base import Backend
-from kubefaas_gateway.invoke import Invoker
+from kubefaas_gateway.invoker import Invoker
+from kubefaas_gateway.local_autoscaler import LocalAutoscaler
 from kubefaas_gateway.metrics import Metrics
 from kubefaas_gateway.queue import InvocationQueue, make_queue
-from kubefaas_gateway.queue.metrics import AsyncMetrics
+from kubefaas_gateway.queue.queue_metrics import AsyncMetrics
 from kubefaas_gateway.registry import FunctionRegistry
-from kubefaas_gateway.routers import admin, async_invoke, health, metrics, stats
-from kubefaas_gateway.routers.invoke import InvokeRoute, is_invoke_path
+from kubefaas_gateway.routers import admin, async_invoke, health, scrape, stats
+from kubefaas_gateway.routers.sync_invoke import InvokeRoute, is_invoke_path
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.state import GatewayState
 from kubefaas_gateway.tracker import Tracker
@@ -66,7 +66,7 @@ class GatewayApp(FastAPI):
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
-    metrics.router,
+    scrape.router,
     stats.router,
     async_invoke.router,
     admin.router,

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from kubefaas_gateway.backends.base import Backend
-from kubefaas_gateway.invoke import Invoker
+from kubefaas_gateway.invoker import Invoker
 from kubefaas_gateway.metrics import Metrics
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings

@@ -32,7 +32,7 @@ COLD_START_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
 class ScalingReport(Protocol):
-    """What the local autoscaler last decided (`autoscaler.LocalAutoscaler`)."""
+    """What the local autoscaler last decided (`local_autoscaler.LocalAutoscaler`)."""
 
     @property
     def decisions(self) -> Mapping[str, Decision]: ...

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from kubefaas_gateway.backends.base import Backend
-from kubefaas_gateway.invoke import Invoker
+from kubefaas_gateway.invoker import Invoker
 from kubefaas_gateway.metrics import Metrics
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings

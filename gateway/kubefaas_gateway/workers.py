@@ -50,7 +50,7 @@ from kubefaas_gateway.errors import (
     NoCapacity,
     Throttled,
 )
-from kubefaas_gateway.invoke import InvocationRequest, InvocationResponse, Invoker
+from kubefaas_gateway.invoker import InvocationRequest, InvocationResponse, Invoker
 from kubefaas_gateway.queue import (
     AttemptError,
     InvocationQueue,
@@ -59,7 +59,7 @@ from kubefaas_gateway.queue import (
     NewInvocation,
     QueueStats,
 )
-from kubefaas_gateway.queue.metrics import AsyncMetrics
+from kubefaas_gateway.queue.queue_metrics import AsyncMetrics
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.tracker import Tracker

@@ -26,7 +26,7 @@ from kubefaas import naming
 from kubefaas.api import Function
 from kubefaas_gateway.backends.base import Instance
 from kubefaas_gateway.backends.kubernetes import KubernetesBackend, scale_path
-from kubefaas_gateway.cluster import background_tasks
+from kubefaas_gateway.cluster_mode import background_tasks
 from kubefaas_gateway.discovery import (
     Discovery,
     FunctionMirror,
@@ -35,7 +35,7 @@ from kubefaas_gateway.discovery import (
     pod_view,
 )
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
-from kubefaas_gateway.kube import ApiError
+from kubefaas_gateway.kube_async import ApiError
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.tracker import Tracker

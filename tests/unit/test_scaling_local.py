@@ -12,8 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubefaas.api import Function, parse_function
 from kubefaas.scaling import Reason
-from kubefaas_gateway.autoscaler import LocalAutoscaler, read_signals
 from kubefaas_gateway.backends.base import Acquired, Instance
+from kubefaas_gateway.local_autoscaler import LocalAutoscaler, read_signals
 from kubefaas_gateway.metrics import Metrics
 from kubefaas_gateway.tracker import Tracker
 

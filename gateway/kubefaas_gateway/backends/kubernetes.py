@@ -27,7 +27,7 @@ update `Discovery` synchronously (no await between reading and writing its state
 request never sees half an update. Waiters sleep on a per-function event that is set and
 replaced on every change (a broadcast), then re-check the ready set themselves.
 
-The API server is reached through `kube.Kube` (a `KubeClient` unless a test passes a
+The API server is reached through `kube_async.Kube` (a `KubeClient` unless a test passes a
 fake); the rules deciding what is served and routed live in `discovery`.
 """
 
@@ -52,7 +52,14 @@ from kubefaas.api import Function
 from kubefaas_gateway.backends.base import Acquired, Instance
 from kubefaas_gateway.discovery import Discovery, FunctionMirror, PodInstance, object_key, pod_view
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
-from kubefaas_gateway.kube import ApiError, Backoff, Kube, KubeClient, collection_path, status_error
+from kubefaas_gateway.kube_async import (
+    ApiError,
+    Backoff,
+    Kube,
+    KubeClient,
+    collection_path,
+    status_error,
+)
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.tracker import Tracker

@@ -39,7 +39,7 @@ from kubefaas_gateway.errors import (
     NoCapacity,
     error_response,
 )
-from kubefaas_gateway.routers.invoke import ClientDisconnected, forward_headers, read_body
+from kubefaas_gateway.routers.sync_invoke import ClientDisconnected, forward_headers, read_body
 from kubefaas_gateway.state import GatewayState
 from kubefaas_gateway.workers import AsyncDelivery
 

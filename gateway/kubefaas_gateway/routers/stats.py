@@ -23,8 +23,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from kubefaas_gateway.autoscaler import read_signals
 from kubefaas_gateway.dependencies import BackendDep, MetricsDep, RegistryDep, TrackerDep
+from kubefaas_gateway.local_autoscaler import read_signals
 
 router = APIRouter(tags=["internal"])
 

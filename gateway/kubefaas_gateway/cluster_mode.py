@@ -11,7 +11,7 @@ the pod's service account, else `$KUBECONFIG`. `KUBEFAAS_SCALE_DOWN` decides whe
 autoscaler's decider runs in this process (`gateway`, the default) or only in the
 operator (`operator`); activation from zero always happens here.
 
-`kubefaas gateway` calls it; `python -m kubefaas_gateway.cluster --port N` does too.
+`kubefaas gateway` calls it; `python -m kubefaas_gateway.cluster_mode --port N` does too.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def serve_cluster(*, host: str, port: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kubefaas_gateway.cluster",
+        prog="python -m kubefaas_gateway.cluster_mode",
         description="Serve the Functions of the Kubernetes cluster in $KUBECONFIG "
         "(or the pod's service account).",
     )

@@ -5,7 +5,7 @@ with its file, field and rule, and serving the good ones), prints the URL of eve
 function, then runs the gateway on uvicorn (uvloop, httptools, no access log: the fastest
 Python HTTP hop we measured, DESIGN §11) with the local backend until SIGINT/SIGTERM.
 
-`kubefaas local DIR` calls it; `python -m kubefaas_gateway.local DIR --port N` does too.
+`kubefaas local DIR` calls it; `python -m kubefaas_gateway.local_mode DIR --port N` does too.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def _url_host(host: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kubefaas_gateway.local",
+        prog="python -m kubefaas_gateway.local_mode",
         description="Serve the Function manifests of a folder locally (no cluster).",
     )
     parser.add_argument("directory", type=Path, help="folder (or file) of Function manifests")

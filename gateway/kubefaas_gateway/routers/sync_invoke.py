@@ -33,7 +33,7 @@ from kubefaas_gateway.errors import (
     PayloadTooLarge,
     error_response,
 )
-from kubefaas_gateway.invoke import InvocationRequest, InvocationType, new_invocation_id
+from kubefaas_gateway.invoker import InvocationRequest, InvocationType, new_invocation_id
 from kubefaas_gateway.proxy import HOP_BY_HOP
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.state import GatewayState
