@@ -21,6 +21,7 @@ from kubefaas.api import Function, InvalidFunction
 from kubefaas.manifests import MANIFEST_SUFFIXES, LoadResult, load_directory, load_file
 from kubefaas_gateway.app import create_app
 from kubefaas_gateway.backends.local import LocalBackend
+from kubefaas_gateway.local_autoscaler import autoscale_locally
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.serve import serve
 from kubefaas_gateway.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
@@ -82,7 +83,9 @@ def serve_local(
     print(f"kubefaas local: serving on {base} (Ctrl-C to stop)", flush=True)
 
     backend = LocalBackend(settings=settings, config_maps=result.config_maps)
-    app = create_app(settings, backend, FunctionRegistry(functions))
+    app = create_app(
+        settings, backend, FunctionRegistry(functions), background=(autoscale_locally(backend),)
+    )
     started = serve(app, settings, sockets=[listener])
     return EXIT_OK if started else EXIT_NOTHING_TO_SERVE
 
