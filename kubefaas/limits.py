@@ -13,6 +13,10 @@ PLURAL: Final = "functions"
 SINGULAR: Final = "function"
 SHORT_NAMES: Final = ("fn",)
 
+# The port the gateway listens on by default (`kubefaas local`, `kubefaas gateway`, the
+# gateway image); the runtime's own port is `kubefaas.wire.RUNTIME_PORT`.
+GATEWAY_PORT: Final = 8080
+
 # Runtime name -> default image; the operator's configuration may override the images.
 # Adding python3.12 means an entry here plus an image that speaks the runtime contract.
 RUNTIME_IMAGES: Final = {"python3.11": "kubefaas-runtime:0.1.0"}
