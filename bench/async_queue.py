@@ -123,7 +123,7 @@ def gateway(state_dir: Path, env: dict[str, str]) -> Iterator[tuple[str, int]]:
     (functions / "noop.yaml").write_text(NOOP_MANIFEST)
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "kubefaas_gateway.local", str(functions), "--port", str(port),
+        [sys.executable, "-m", "kubefaas_gateway.local_mode", str(functions), "--port", str(port),
          "--state-dir", str(state_dir / "state")],
         env={**os.environ, "KUBEFAAS_LOG_LEVEL": "warning",
              "KUBEFAAS_ASYNC_STATS_INTERVAL_SECONDS": "0.5", **env},

@@ -127,7 +127,7 @@ def gateway(workdir: Path, manifests: str) -> Iterator[str]:
     (functions / "bench.yaml").write_text(manifests)
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "kubefaas_gateway.local", str(functions), "--port", str(port),
+        [sys.executable, "-m", "kubefaas_gateway.local_mode", str(functions), "--port", str(port),
          "--state-dir", str(workdir / "state")],
         env={**os.environ, "KUBEFAAS_LOG_LEVEL": "warning"},
         stdout=subprocess.DEVNULL,

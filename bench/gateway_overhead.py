@@ -1,6 +1,6 @@
 """What the gateway adds to a warm invocation: through the gateway vs the instance directly.
 
-Starts `python -m kubefaas_gateway.local` over one trivial function, warms it, then loads
+Starts `python -m kubefaas_gateway.local_mode` over one trivial function, warms it, then loads
 the same runtime instance two ways in the same run, alternating: directly on its port, and
 through the gateway's `/function/...` route. Reports req/s, p50 and p99 for both at 1 and
 64 connections, and their ratio. With `taskset` the gateway gets CPU 0 to itself and the
@@ -114,7 +114,7 @@ class Gateway:
         command = [
             sys.executable,
             "-m",
-            "kubefaas_gateway.local",
+            "kubefaas_gateway.local_mode",
             str(folder),
             "--port",
             "0",

@@ -1,6 +1,6 @@
 """Cold start through the gateway in local mode: idle function -> first response.
 
-Serves one trivial function with `python -m kubefaas_gateway.local`; each run makes the
+Serves one trivial function with `python -m kubefaas_gateway.local_mode`; each run makes the
 function idle by stopping its instance (SIGTERM, what scale to zero sends) and waiting
 until the gateway has no instance of it, then times one call from the client's side:
 process start, handler import, health probe and the invocation. Reports p50/p95 over

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from kubefaas import __version__
+from kubefaas import __version__, limits
 
 DESCRIPTION = """\
 kubefaas: serverless functions (handler(event, context)) on Kubernetes, or locally.
@@ -28,7 +28,7 @@ commands:
 
 
 def _cmd_local(args: argparse.Namespace) -> int:
-    from kubefaas_gateway.local import serve_local
+    from kubefaas_gateway.local_mode import serve_local
 
     options = {"host": args.host, "port": args.port}
     if args.state_dir is not None:
@@ -63,7 +63,7 @@ def _cmd_operator(args: argparse.Namespace) -> int:
 
 
 def _cmd_gateway(args: argparse.Namespace) -> int:
-    from kubefaas_gateway.cluster import serve_cluster
+    from kubefaas_gateway.cluster_mode import serve_cluster
 
     return int(serve_cluster(host=args.host, port=args.port) or 0)
 
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     local.add_argument("directory", type=Path, metavar="DIR", help="folder of manifests")
     local.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    local.add_argument("--port", type=int, default=8080, help="port to listen on")
+    local.add_argument("--port", type=int, default=limits.GATEWAY_PORT, help="port to listen on")
     local.add_argument(
         "--state-dir",
         type=Path,
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         "their pods and activating functions scaled to zero.",
     )
     gateway.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    gateway.add_argument("--port", type=int, default=8080, help="port to listen on")
+    gateway.add_argument("--port", type=int, default=limits.GATEWAY_PORT, help="port to listen on")
     gateway.set_defaults(handler=_cmd_gateway)
 
     commands.add_parser(

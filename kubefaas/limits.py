@@ -13,6 +13,12 @@ PLURAL: Final = "functions"
 SINGULAR: Final = "function"
 SHORT_NAMES: Final = ("fn",)
 
+# The port the gateway listens on by default (`kubefaas local`, `kubefaas gateway`, the
+# gateway image, the chart's container port, where the operator's autoscaler reads each
+# gateway's /internal/stats when a pod does not name its port); the runtime's own port is
+# `kubefaas.wire.RUNTIME_PORT`.
+GATEWAY_PORT: Final = 8080
+
 # Runtime name -> default image; the operator's configuration may override the images.
 # Adding python3.12 means an entry here plus an image that speaks the runtime contract.
 RUNTIME_IMAGES: Final = {"python3.11": "kubefaas-runtime:0.1.0"}
@@ -62,10 +68,6 @@ PANIC_WINDOW_SECONDS: Final = 6.0
 PANIC_THRESHOLD: Final = 2.0  # 200 % of current capacity
 AUTOSCALER_TICK_SECONDS: Final = 2.0
 MAX_SCALE_DOWN_RATE: Final = 2.0  # at most halve the replicas per tick
-
-# The gateway's HTTP port (the chart's container port, where the operator's autoscaler
-# reads each gateway's /internal/stats when a pod does not name its port).
-GATEWAY_PORT: Final = 8080
 
 # Lambda: 2 retries, 1 min then 2 min apart; events kept up to 6 h.
 ASYNC_MAX_RETRIES_DEFAULT: Final = 2

@@ -6,8 +6,9 @@ then the background tasks; shutdown reverses it, so no instance outlives the app
 
 Extension seams:
 - `ROUTERS`: FastAPI routers to include (async invoke and admin routers go here);
-- `BACKGROUND_TASKS`: coroutine factories `(state) -> Awaitable[None]` started with the
-  app and cancelled at shutdown (async queue workers, the autoscaler's loop);
+- `background`: coroutine factories `(state) -> Awaitable[None]` started with the app and
+  cancelled at shutdown (local mode passes its autoscaler's loop; cluster mode none, as
+  the operator sets replicas there);
 - `GatewayApp` hands `/function/...` to the raw `InvokeRoute` before FastAPI's own
   middleware and routing run (they would cost more than the proxy hop, DESIGN §11);
   everything else is plain FastAPI.
@@ -19,30 +20,28 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
 from kubefaas_gateway import proxy
-from kubefaas_gateway.autoscaler import LocalAutoscaler
 from kubefaas_gateway.backends.base import Backend
-from kubefaas_gateway.invoke import Invoker
+from kubefaas_gateway.delivery import AsyncDelivery
+from kubefaas_gateway.invoker import Invoker
 from kubefaas_gateway.metrics import Metrics
 from kubefaas_gateway.queue import InvocationQueue, make_queue
-from kubefaas_gateway.queue.metrics import AsyncMetrics
+from kubefaas_gateway.queue.queue_metrics import AsyncMetrics
 from kubefaas_gateway.registry import FunctionRegistry
-from kubefaas_gateway.routers import admin, async_invoke, health, metrics, stats
-from kubefaas_gateway.routers.invoke import InvokeRoute, is_invoke_path
+from kubefaas_gateway.routers import admin, async_invoke, health, scrape, stats
+from kubefaas_gateway.routers.sync_invoke import InvokeRoute, is_invoke_path
 from kubefaas_gateway.settings import Settings
-from kubefaas_gateway.state import GatewayState
+from kubefaas_gateway.signals import ScalingSignals
+from kubefaas_gateway.state import BackgroundTask, GatewayState
 from kubefaas_gateway.tracker import Tracker
-from kubefaas_gateway.workers import AsyncDelivery
 
 log = logging.getLogger("kubefaas.gateway")
-
-BackgroundTask = Callable[[GatewayState], Awaitable[None]]
 
 
 class GatewayApp(FastAPI):
@@ -66,30 +65,11 @@ class GatewayApp(FastAPI):
 
 ROUTERS: tuple[APIRouter, ...] = (
     health.router,
-    metrics.router,
+    scrape.router,
     stats.router,
     async_invoke.router,
     admin.router,
 )
-
-
-def local_autoscaler(state: GatewayState) -> Awaitable[None]:
-    """The decider inside the gateway: scale up, down and to zero (DESIGN §6, local mode).
-
-    Its decisions are published through `metrics.scaling`, which both the gauges and
-    `/internal/stats` read.
-    """
-    autoscaler = LocalAutoscaler(
-        functions=lambda: state.registry,
-        tracker=state.tracker,
-        backend=state.backend,
-        queue_depths=lambda: state.metrics.queue_depths(),
-    )
-    state.metrics.scaling = autoscaler
-    return autoscaler.run()
-
-
-BACKGROUND_TASKS: tuple[BackgroundTask, ...] = (local_autoscaler,)
 
 
 def create_app(
@@ -98,23 +78,18 @@ def create_app(
     registry: FunctionRegistry,
     *,
     tracker: Tracker | None = None,
-    background: tuple[BackgroundTask, ...] = BACKGROUND_TASKS,
+    background: tuple[BackgroundTask, ...] = (),
     queue: InvocationQueue | None = None,
 ) -> FastAPI:
     """The gateway app over `backend`, serving the functions in `registry`.
 
-    `tracker` lets a test drive the clock; `background` replaces the default background
-    tasks (tests that must not scale anything pass `()`); `queue` replaces the async queue
-    the settings choose (SQLite in `state_dir`, or Redis at `redis_url`).
+    `tracker` lets a test drive the clock; `background` are the tasks run beside the app
+    (none by default); `queue` replaces the async queue the settings choose (SQLite in
+    `state_dir`, or Redis at `redis_url`).
     """
     tracker = tracker if tracker is not None else Tracker()
-    state = GatewayState(
-        settings=settings,
-        registry=registry,
-        backend=backend,
-        tracker=tracker,
-        metrics=Metrics(functions=lambda: registry, tracker=tracker, backend=backend),
-    )
+    signals = ScalingSignals()
+    metrics = Metrics(functions=lambda: registry, tracker=tracker, backend=backend, signals=signals)
     if queue is None:
         queue = make_queue(
             state_dir=settings.state_dir,
@@ -125,11 +100,19 @@ def create_app(
     delivery = AsyncDelivery(
         settings=settings,
         registry=registry,
-        tracker=tracker,
-        metrics=AsyncMetrics(state.metrics.registry),
+        metrics=AsyncMetrics(metrics.registry),
         queue=queue,
+        signals=signals,
     )
-    state.metrics.queue_depths = delivery.queue_depths
+    state = GatewayState(
+        settings=settings,
+        registry=registry,
+        backend=backend,
+        tracker=tracker,
+        metrics=metrics,
+        signals=signals,
+        delivery=delivery,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -144,7 +127,7 @@ def create_app(
                     session=state.session,
                     settings=settings,
                 )
-                # The async workers stop before the invoker and backend they run on.
+                # The async delivery stops before the invoker and backend it runs on.
                 await delivery.start(invoker=state.invoker, session=state.session)
                 loop = asyncio.get_running_loop()
                 state.tasks = [loop.create_task(_supervised(task, state)) for task in background]
@@ -172,7 +155,6 @@ def create_app(
         openapi_url=None,
     )
     app.state.gateway = state
-    app.state.async_delivery = delivery
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -1,7 +1,8 @@
 """What the gateway learns from the cluster's watches: pure state, no I/O (DESIGN §2, §6).
 
-`FunctionMirror` keeps the `FunctionRegistry` equal to the valid Function objects; a
-Function the Python model rejects is logged (once per generation) and not served.
+`FunctionMirror` keeps the `FunctionRegistry` equal to the valid Function objects (read
+with the core's one rule, `kubefaas.objects.function_from_object`); a Function the Python
+model rejects is logged (once per generation) and not served.
 `Discovery` holds which function pods the gateway may route to.
 
 The Kubernetes backend feeds this module Pod objects from its watch (`pod_view`), the
@@ -31,13 +32,14 @@ from __future__ import annotations
 import enum
 import itertools
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from kubefaas import naming, wire
-from kubefaas.api import Function, InvalidFunction, parse_function
-from kubefaas_gateway.backends.base import Instance
+from kubefaas.api import InvalidFunction
+from kubefaas.objects import function_from_object, object_key
+from kubefaas_gateway.backends.base import Instance, least_inflight
 from kubefaas_gateway.registry import FunctionRegistry
 
 log = logging.getLogger("kubefaas.gateway.discovery")
@@ -110,9 +112,8 @@ def pod_view(obj: Mapping[str, Any]) -> PodView | None:
 
 
 def runtime_port(obj: Mapping[str, Any]) -> int:
-    """The container port named `http` (what the operator declares), else 8080.
-
-    The runtime contract fixes 8080; reading the declared port keeps a custom image that
+    """The container port named `http` (what the operator declares), else the runtime
+    contract's port (`wire.RUNTIME_PORT`); reading the declared port keeps a custom image that
     declares another one reachable.
     """
     for container in (obj.get("spec") or {}).get("containers") or []:
@@ -156,29 +157,6 @@ class _PodState:
     @property
     def needs_probe(self) -> bool:
         return self.view.candidate and not self.routable and not self.kubelet_dropped
-
-
-T = TypeVar("T", bound=Instance)
-
-
-def least_inflight(ready: Sequence[T], inflight: Callable[[str], int], turn: int = 0) -> T:
-    """The ready instance with the fewest in-flight requests.
-
-    Ties are broken by starting the scan at `turn` (a counter the caller advances), so a
-    burst arriving at an idle function spreads over its instances instead of piling onto
-    the first one.
-    """
-    count = len(ready)
-    if count == 1:
-        return ready[0]
-    best = ready[turn % count]
-    best_load = inflight(best.id)
-    for offset in range(1, count):
-        candidate = ready[(turn + offset) % count]
-        load = inflight(candidate.id)
-        if load < best_load:
-            best, best_load = candidate, load
-    return best
 
 
 @dataclass(eq=False)
@@ -326,34 +304,6 @@ class Discovery:
 # -- Functions: the registry follows the watch --------------------------------------------
 
 
-def function_from(obj: Mapping[str, Any]) -> Function:
-    """The served view of a Function object; raises `InvalidFunction`.
-
-    `status` is left out (the gateway routes on spec alone, and a status the model does not
-    know must not stop a function from being served) and so is metadata the gateway never
-    reads (managedFields and the like), so thousands of functions stay small in memory.
-    """
-    metadata = obj.get("metadata") or {}
-    kept = {
-        k: metadata[k]
-        for k in ("name", "namespace", "labels", "annotations", "generation", "uid")
-        if metadata.get(k) is not None
-    }
-    document = {
-        "apiVersion": obj.get("apiVersion"),
-        "kind": obj.get("kind"),
-        "metadata": kept,
-        "spec": obj.get("spec"),
-    }
-    key = f"{metadata.get('namespace')}/{metadata.get('name')}"
-    return parse_function(document, source=f"Function {key}")
-
-
-def object_key(obj: Mapping[str, Any]) -> str:
-    metadata = obj.get("metadata") or {}
-    return f"{metadata.get('namespace')}/{metadata.get('name')}"
-
-
 class FunctionMirror:
     """Keeps a `FunctionRegistry` equal to the valid Functions the watch reports.
 
@@ -370,7 +320,7 @@ class FunctionMirror:
     def put(self, obj: Mapping[str, Any]) -> None:
         key = object_key(obj)
         try:
-            fn = function_from(obj)
+            fn = function_from_object(obj)
         except InvalidFunction as exc:
             generation = (obj.get("metadata") or {}).get("generation")
             if self._rejected.get(key, -1) != generation:

@@ -2,13 +2,15 @@
 
 Every layer (route, invoker, backend) raises one of these; `error_response` turns it into
 the status and JSON body of DESIGN §4, `{"error": {"type", "message", "invocationId"}}`, so
-a status is decided once. The async workers catch the same classes to choose a retry.
+a status is decided once. The async delivery catches the same classes to choose a retry.
 """
 
 from __future__ import annotations
 
 import json
 from typing import Any, ClassVar
+
+from kubefaas import wire
 
 JSON_CONTENT_TYPE = b"application/json"
 
@@ -168,7 +170,7 @@ def error_response(
     headers = [
         (b"content-type", JSON_CONTENT_TYPE),
         (b"content-length", str(len(body)).encode()),
-        (b"x-invocation-id", invocation_id.encode()),
+        (wire.INVOCATION_ID, invocation_id.encode()),
         *error.headers(),
     ]
     return error.status, headers, body

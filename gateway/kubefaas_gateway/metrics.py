@@ -9,16 +9,15 @@ backend when Prometheus scrapes. Each app owns its `CollectorRegistry`, so sever
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Protocol
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from kubefaas.api import Function
-from kubefaas.scaling import Decision
 from kubefaas_gateway.backends.base import Backend
+from kubefaas_gateway.signals import ScalingSignals
 from kubefaas_gateway.tracker import Tracker
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -31,13 +30,6 @@ DURATION_BUCKETS = (
 COLD_START_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
-class ScalingReport(Protocol):
-    """What the local autoscaler last decided (`autoscaler.LocalAutoscaler`)."""
-
-    @property
-    def decisions(self) -> Mapping[str, Decision]: ...
-
-
 class _LoadCollector(Collector):
     """In-flight, pending, instance and autoscaling gauges, computed at scrape time."""
 
@@ -47,12 +39,12 @@ class _LoadCollector(Collector):
         functions: Callable[[], Iterable[Function]],
         tracker: Tracker,
         backend: Backend,
-        scaling: Callable[[], ScalingReport | None] = lambda: None,
+        signals: ScalingSignals,
     ) -> None:
         self._functions = functions
         self._tracker = tracker
         self._backend = backend
-        self._scaling = scaling
+        self._signals = signals
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         labels = ["namespace", "function"]
@@ -82,7 +74,7 @@ class _LoadCollector(Collector):
             "Instances the autoscaler last decided on (local mode).",
             labels=labels,
         )
-        report = self._scaling()
+        decisions = self._signals.decisions
         for fn in self._functions():
             names = [fn.namespace, fn.name]
             inflight.add_metric(names, self._tracker.inflight(fn.key))
@@ -94,10 +86,9 @@ class _LoadCollector(Collector):
             stable, panic = self._tracker.averages(fn.key)
             average.add_metric([*names, "stable"], stable)
             average.add_metric([*names, "panic"], panic)
-            if report is not None:
-                decision = report.decisions.get(fn.key)
-                if decision is not None:
-                    desired.add_metric(names, decision.replicas)
+            decision = decisions.get(fn.key)
+            if decision is not None:
+                desired.add_metric(names, decision.replicas)
         yield inflight
         yield pending
         yield instances
@@ -114,6 +105,7 @@ class Metrics:
         functions: Callable[[], Iterable[Function]],
         tracker: Tracker,
         backend: Backend,
+        signals: ScalingSignals,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.invocations = Counter(
@@ -148,18 +140,9 @@ class Metrics:
             ["namespace", "function"],
             registry=self.registry,
         )
-        # The local autoscaler, once the app runs one: its decisions become gauges.
-        self.scaling: ScalingReport | None = None
-        # Per-function async queue depth (events waiting), a scaling signal: the app sets
-        # it once the async queue exists; until then nothing is queued.
-        self.queue_depths: Callable[[], Mapping[str, int]] = dict
+        # Decisions of the local autoscaler (when one runs) become gauges at scrape time.
         self.registry.register(
-            _LoadCollector(
-                functions=functions,
-                tracker=tracker,
-                backend=backend,
-                scaling=lambda: self.scaling,
-            )
+            _LoadCollector(functions=functions, tracker=tracker, backend=backend, signals=signals)
         )
         self._children: dict[tuple[str, int, str], tuple[Counter, Histogram]] = {}
         self._throttled_children: dict[str, Counter] = {}

@@ -21,6 +21,7 @@ from aiohttp.typedefs import LooseHeaders
 from multidict import CIMultiDict
 from yarl import URL
 
+from kubefaas import wire
 from kubefaas_gateway.settings import Settings
 
 # RFC 9110 §7.6.1: meaningful for one connection only, never forwarded.
@@ -41,16 +42,12 @@ HOP_BY_HOP = frozenset(
 # Response headers the gateway sets again itself (length, date, its own invocation
 # headers) or does not reveal (server).
 _RESPONSE_SKIP = frozenset(
-    name.encode()
-    for name in (
-        *HOP_BY_HOP,
-        "content-length",
-        "date",
-        "server",
-        "x-invocation-id",
-        "x-cold-start",
-        "x-duration-ms",
-    )
+    {
+        *(name.encode() for name in (*HOP_BY_HOP, "content-length", "date", "server")),
+        wire.INVOCATION_ID,
+        wire.COLD_START,
+        wire.DURATION_MS,
+    }
 )
 
 

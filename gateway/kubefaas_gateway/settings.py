@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -17,9 +17,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from kubefaas import limits
 from kubefaas_gateway.queue.base import RECORD_TTL_DEFAULT_SECONDS
 
-DEFAULT_PORT = 8080
+DEFAULT_PORT = limits.GATEWAY_PORT
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_NAMESPACE = "default"
+# Idle async dispatchers read the queue this often at most (see async_poll_interval_seconds).
+ASYNC_IDLE_POLL_SECONDS = 5.0
 
 
 def _default_runtime_command() -> list[str]:
@@ -116,10 +118,12 @@ class Settings(BaseSettings):
     function's timeoutSeconds + the deadline grace + this; when a gateway dies mid-attempt
     the event is delivered again once the lease runs out."""
 
-    async_poll_interval_seconds: float = Field(default=0.5, gt=0)
-    """`KUBEFAAS_ASYNC_POLL_INTERVAL_SECONDS`, default 0.5: how often idle workers look for
-    due retries and for events enqueued by other gateway replicas (events enqueued here
-    wake them at once)."""
+    async_poll_interval_seconds: float = Field(default=ASYNC_IDLE_POLL_SECONDS, gt=0)
+    """`KUBEFAAS_ASYNC_POLL_INTERVAL_SECONDS`, default 5: longest an idle function's
+    dispatcher sleeps before it reads the queue again, to find what no one told it about
+    (events enqueued by other gateway replicas, their retries, leases that ran out). Events
+    enqueued or redriven here, and retries scheduled here, wake it at once; so the idle
+    cost is one queue read per function per interval, not a busy poll."""
 
     async_stats_interval_seconds: float = Field(default=5.0, gt=0)
     """`KUBEFAAS_ASYNC_STATS_INTERVAL_SECONDS`, default 5: how often queue depth, oldest
@@ -151,12 +155,6 @@ class Settings(BaseSettings):
     namespaces: Annotated[tuple[str, ...], NoDecode] = ()
     """`KUBEFAAS_NAMESPACES`, default unset (every namespace): comma-separated namespaces
     whose Functions the gateway serves and whose pods it routes to."""
-
-    scale_down: Literal["gateway", "operator"] = "gateway"
-    """`KUBEFAAS_SCALE_DOWN`, default `gateway`: who sets function replicas apart from the
-    gateway's own activation from zero. `gateway` runs the autoscaler's decider inside the
-    gateway (scale up, down and to zero; right for one gateway replica); `operator` leaves
-    it to the operator's autoscaler, which sums every gateway's `/internal/stats`."""
 
     @field_validator("namespaces", mode="before")
     @classmethod

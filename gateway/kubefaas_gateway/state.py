@@ -9,15 +9,18 @@ are None outside it.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aiohttp
 
 from kubefaas_gateway.backends.base import Backend
-from kubefaas_gateway.invoke import Invoker
+from kubefaas_gateway.delivery import AsyncDelivery
+from kubefaas_gateway.invoker import Invoker
 from kubefaas_gateway.metrics import Metrics
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings
+from kubefaas_gateway.signals import ScalingSignals
 from kubefaas_gateway.tracker import Tracker
 
 
@@ -28,8 +31,14 @@ class GatewayState:
     backend: Backend
     tracker: Tracker
     metrics: Metrics
+    signals: ScalingSignals
+    delivery: AsyncDelivery
     # Set while the lifespan runs.
     session: aiohttp.ClientSession | None = None
     invoker: Invoker | None = None
     ready: bool = False
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+# A coroutine factory started with the app and cancelled at shutdown (`app.create_app`).
+BackgroundTask = Callable[[GatewayState], Awaitable[None]]

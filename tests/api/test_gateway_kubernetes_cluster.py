@@ -390,7 +390,6 @@ def test_kubefaas_gateway_serves_the_cluster_and_stops_on_sigterm(
         **os.environ,
         "KUBECONFIG": str(kube_api.kubeconfig),
         "KUBEFAAS_STATE_DIR": str(tmp_path / "state"),
-        "KUBEFAAS_SCALE_DOWN": "operator",
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("KUBERNETES_SERVICE_HOST", None)

@@ -1,6 +1,6 @@
 """Fixtures for the local tier: the real gateway process over a folder of manifests.
 
-Start a gateway exactly as a user does (`python -m kubefaas_gateway.local DIR`, the code
+Start a gateway exactly as a user does (`python -m kubefaas_gateway.local_mode DIR`, the code
 behind `kubefaas local DIR`) on a free port, with real runtime processes behind it:
 
     def test_something(manifest_dir, start_gateway):
@@ -220,7 +220,7 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
         command = [
             sys.executable,
             "-m",
-            "kubefaas_gateway.local",
+            "kubefaas_gateway.local_mode",
             str(directory),
             "--port",
             "0",

@@ -1,7 +1,7 @@
 """Async invocations end to end: a real local-mode gateway process, real runtime processes,
 a real SQLite file or a real redis-server, over loopback HTTP (DESIGN §7).
 
-The gateway runs as its own process (`python -m kubefaas_gateway.local`) so that a test can
+The gateway runs as its own process (`python -m kubefaas_gateway.local_mode`) so that a test can
 `kill -9` it and start it again on the same state. Retry delays are shortened through the
 gateway's settings (environment), so every scenario runs in seconds.
 """
@@ -154,7 +154,7 @@ class Gateway:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "kubefaas_gateway.local", str(self.functions),
+            [sys.executable, "-m", "kubefaas_gateway.local_mode", str(self.functions),
              "--host", "127.0.0.1", "--port", str(self.port), "--state-dir", str(self.state_dir)],
             env=self.environment(),
             stdout=log,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kubefaas.retry import FailureKind
+from kubefaas.retry import DeadLetter, DeadReason, FailureKind, Retry, RetryPolicy, decide
+from kubefaas_gateway.delivery.attempt import classify
 from kubefaas_gateway.errors import (
     FunctionFailed,
     FunctionTimedOut,
@@ -13,7 +14,6 @@ from kubefaas_gateway.errors import (
     NoCapacity,
     Throttled,
 )
-from kubefaas_gateway.workers import classify
 
 
 @pytest.mark.parametrize(
@@ -32,5 +32,28 @@ def test_failure_kind(error: InvocationError, kind: FailureKind) -> None:
     assert classify(error) is kind
 
 
-def test_a_handler_timeout_still_answers_504() -> None:
-    assert FunctionTimedOut("x").status == 504
+def _after(errors: list[InvocationError]) -> object:
+    """What the schedule decides after these failed attempts of one event, a minute in."""
+    return decide(
+        failures=[classify(error) for error in errors],
+        enqueued_at=0.0,
+        now=60.0,
+        policy=RetryPolicy(max_retries=2),
+    )
+
+
+def test_a_handler_that_keeps_timing_out_is_dead_lettered_after_its_retries() -> None:
+    # The sync caller of a handler past its timeout gets 504; an async event whose handler
+    # keeps timing out is tried 1 + maxRetries times, then dead-lettered, not retried for
+    # the event's whole maximum age.
+    timed_out = FunctionTimedOut("ran past 3s")
+    assert isinstance(_after([timed_out]), Retry)
+    assert isinstance(_after([timed_out] * 2), Retry)
+    final = _after([timed_out] * 3)
+    assert isinstance(final, DeadLetter)
+    assert final.reason is DeadReason.RETRIES_EXHAUSTED
+
+
+def test_throttled_or_unavailable_attempts_do_not_use_up_the_retries() -> None:
+    platform = [Throttled("over reserved concurrency"), NoCapacity("cannot start")] * 3
+    assert isinstance(_after(platform), Retry)

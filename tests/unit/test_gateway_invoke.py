@@ -36,9 +36,9 @@ from kubefaas_gateway.app import create_app
 from kubefaas_gateway.backends.base import Acquired, Instance
 from kubefaas_gateway.dependencies import get_registry
 from kubefaas_gateway.errors import InvocationError, InvocationTimeout, NoCapacity
-from kubefaas_gateway.invoke import new_invocation_id
+from kubefaas_gateway.invoker import new_invocation_id
 from kubefaas_gateway.registry import FunctionRegistry
-from kubefaas_gateway.routers.invoke import resolve
+from kubefaas_gateway.routers.sync_invoke import resolve
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.tracker import Tracker
 

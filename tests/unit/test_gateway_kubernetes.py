@@ -18,24 +18,20 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kubefaas import naming
 from kubefaas.api import Function
-from kubefaas_gateway.backends.base import Instance
-from kubefaas_gateway.backends.kubernetes import KubernetesBackend, scale_path
-from kubefaas_gateway.cluster import background_tasks
-from kubefaas_gateway.discovery import (
-    Discovery,
-    FunctionMirror,
-    PodInstance,
-    least_inflight,
-    pod_view,
-)
+from kubefaas_gateway.backends.activation import scale_path
+from kubefaas_gateway.backends.base import Instance, least_inflight
+from kubefaas_gateway.backends.kubernetes import KubernetesBackend
+from kubefaas_gateway.cluster_mode import build_app
+from kubefaas_gateway.discovery import Discovery, FunctionMirror, PodInstance, pod_view
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
-from kubefaas_gateway.kube import ApiError
+from kubefaas_gateway.kube_async import ApiError
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.tracker import Tracker
@@ -630,15 +626,6 @@ async def test_a_scale_up_refused_earlier_is_tried_again_once_allowed(
     assert kube.scales[scale_path(fn)]["spec"]["replicas"] == 1
 
 
-async def test_scale_sets_the_deployment_replicas(
-    backend: KubernetesBackend, kube: FakeKube
-) -> None:
-    fn = the_function(backend)
-    kube.set_scale("hello", 2)
-    await backend.scale(fn, 0)
-    assert kube.scales[scale_path(fn)]["spec"]["replicas"] == 0
-
-
 async def test_stopping_releases_waiting_requests(
     backend: KubernetesBackend, kube: FakeKube
 ) -> None:
@@ -680,10 +667,30 @@ async def test_namespaces_setting_scopes_the_watches(
         await backend.stop()
 
 
-def test_the_gateway_autoscaler_runs_unless_the_operator_scales(tmp_path: Path) -> None:
-    in_gateway = background_tasks(Settings(state_dir=tmp_path, scale_down="gateway"))
-    by_operator = background_tasks(Settings(state_dir=tmp_path, scale_down="operator"))
-    assert len(by_operator) == len(in_gateway) - 1
+async def test_a_cluster_gateway_never_sets_replicas_beyond_activation(
+    kube: FakeKube, probe: FakeProbe, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ready pods of a function capped at maxScale 1 (a rollout, or the operator about
+    to scale in): a gateway that ran the decider would patch the Deployment down at its
+    first tick. The operator is the one writer of replicas, however the gateway is started
+    (the setting that used to make the gateway scale is ignored), and the stats it feeds the
+    operator still report the load."""
+    monkeypatch.setenv("KUBEFAAS_SCALE_DOWN", "gateway")
+    kube.items[FUNCTIONS_PATH] = [function_obj(scaling={"maxScale": 1})]
+    kube.items[PODS_PATH] = [pod_obj("hello-a", ready=True), pod_obj("hello-b", ready=True)]
+    kube.set_scale("hello", 2)
+    app = build_app(Settings(state_dir=tmp_path), kube=kube, probe=probe)
+    async with app.router.lifespan_context(app):
+        await asyncio.sleep(0.5)  # longer than the wait before an autoscaler's first tick
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            stats = (await client.get("/internal/stats")).json()["functions"][f"{NS}/hello"]
+    assert kube.patches == []
+    assert kube.scales[f"/apis/apps/v1/namespaces/{NS}/deployments/hello/scale"]["spec"] == {
+        "replicas": 2
+    }
+    assert stats["readyInstances"] == 2
+    assert "desiredReplicas" not in stats  # no decider runs in this gateway
 
 
 def test_namespaces_are_read_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,7 +4,6 @@ explicit clock: what `backend.scale` is asked for as load comes and goes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,9 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubefaas.api import Function, parse_function
 from kubefaas.scaling import Reason
-from kubefaas_gateway.autoscaler import LocalAutoscaler, read_signals
 from kubefaas_gateway.backends.base import Acquired, Instance
+from kubefaas_gateway.local_autoscaler import LocalAutoscaler
 from kubefaas_gateway.metrics import Metrics
+from kubefaas_gateway.signals import ScalingSignals, read_signals
 from kubefaas_gateway.tracker import Tracker
 
 
@@ -79,21 +79,17 @@ class World:
     fn: Function
     clock: Clock = field(default_factory=Clock)
     backend: FakeBackend = field(default_factory=FakeBackend)
-    queued: dict[str, int] = field(default_factory=dict)
+    signals: ScalingSignals = field(default_factory=ScalingSignals)
     tracker: Tracker = field(init=False)
     autoscaler: LocalAutoscaler = field(init=False)
 
     def __post_init__(self) -> None:
         self.tracker = Tracker(clock=self.clock)
-
-        def depths() -> Mapping[str, int]:
-            return self.queued
-
         self.autoscaler = LocalAutoscaler(
             functions=lambda: [self.fn],
             tracker=self.tracker,
             backend=self.backend,
-            queue_depths=depths,
+            signals=self.signals,
         )
 
     async def ticks(self, seconds: float) -> None:
@@ -161,11 +157,11 @@ async def test_queued_async_events_keep_an_instance() -> None:
     world = World(function(scaleToZeroAfterSeconds=10))
     key = world.fn.key
     world.backend.ready[key] = 1
-    world.queued[key] = 3
+    world.signals.publish_queue_depths({key: 3})  # as the async delivery does
     await world.ticks(60)
     assert world.backend.ready[key] == 1
     assert world.autoscaler.decisions[key].reason is Reason.HELD_BY_QUEUED
-    world.queued.clear()
+    world.signals.publish_queue_depths({})
     await world.ticks(20)
     assert world.backend.ready[key] == 0
 
@@ -182,25 +178,6 @@ async def test_a_request_arriving_during_a_scale_to_zero_keeps_the_instance() ->
     assert world.backend.ready[key] == 1
 
 
-async def test_a_failing_queue_does_not_stop_scaling() -> None:
-    world = World(function())
-
-    def broken() -> Mapping[str, int]:
-        raise ConnectionError("queue unavailable")
-
-    world.autoscaler = LocalAutoscaler(
-        functions=lambda: [world.fn], tracker=world.tracker, backend=world.backend,
-        queue_depths=broken,
-    )  # fmt: skip
-    release = asyncio.Event()
-    load = asyncio.create_task(hold_in_flight(world.tracker, world.fn.key, 3, release))
-    await settle()
-    await world.ticks(4)
-    release.set()
-    await load
-    assert world.backend.ready[world.fn.key] == 3
-
-
 async def test_signals_and_gauges_report_the_same_figures() -> None:
     world = World(function())
     key = world.fn.key
@@ -208,8 +185,12 @@ async def test_signals_and_gauges_report_the_same_figures() -> None:
     load = asyncio.create_task(hold_in_flight(world.tracker, key, 2, release))
     await settle()
     await world.ticks(6)
-    metrics = Metrics(functions=lambda: [world.fn], tracker=world.tracker, backend=world.backend)
-    metrics.scaling = world.autoscaler
+    metrics = Metrics(
+        functions=lambda: [world.fn],
+        tracker=world.tracker,
+        backend=world.backend,
+        signals=world.signals,  # the board the autoscaler publishes on
+    )
     metrics.record_throttled(world.fn)
     metrics.record_throttled(world.fn)
     signals = read_signals(world.tracker, key, queued=0, now=world.clock.now)

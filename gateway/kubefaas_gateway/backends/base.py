@@ -2,15 +2,19 @@
 
 The invoker needs one thing per request, `acquire(fn, deadline)`: a ready instance (the
 least busy one), activating the function from zero and waiting for its health check if
-needed. The idle loop and the autoscaler need `instances`, `ready_count` and `scale`.
+needed. Stats and metrics read `instances` and `ready_count`. Only a backend whose
+gateway sets replicas itself (local mode, `ScalableBackend`) has `scale`: in a cluster the
+operator is the one writer of replicas, and the gateway only activates from zero.
 Balancing reads per-instance in-flight counts from the `Tracker` the app hands to `start`,
-so the gateway has one source of load figures.
+so the gateway has one source of load figures, and every backend picks with the one rule
+of `least_inflight`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 from kubefaas.api import Function
 from kubefaas_gateway.tracker import Tracker
@@ -31,6 +35,28 @@ class Instance:
 
     def __post_init__(self) -> None:
         self.base_url = f"http://{self.host}:{self.port}"
+
+
+T = TypeVar("T", bound=Instance)
+
+
+def least_inflight(ready: Sequence[T], load: Callable[[str], int], turn: int = 0) -> T:
+    """The ready instance with the lowest `load` (by instance id); `ready` is not empty.
+
+    Ties are broken by starting the scan at `turn` (a counter the caller advances), so a
+    burst arriving at idle instances spreads over them instead of piling onto the first.
+    """
+    count = len(ready)
+    if count == 1:
+        return ready[0]
+    best = ready[turn % count]
+    best_load = load(best.id)
+    for offset in range(1, count):
+        candidate = ready[(turn + offset) % count]
+        candidate_load = load(candidate.id)
+        if candidate_load < best_load:
+            best, best_load = candidate, candidate_load
+    return best
 
 
 class Acquired(NamedTuple):
@@ -68,6 +94,10 @@ class Backend(Protocol):
     def ready_count(self, fn: Function) -> int:
         """How many instances of `fn` can take requests now."""
         ...
+
+
+class ScalableBackend(Backend, Protocol):
+    """A backend whose gateway sets replicas itself (local mode's autoscaler)."""
 
     async def scale(self, fn: Function, replicas: int) -> None:
         """Converge `fn` to `replicas` instances (0 = scale to zero); returns once the

@@ -11,23 +11,22 @@ scope (every namespace, or each of `KUBEFAAS_NAMESPACES`):
   are probed directly on `GET /healthz` until they answer 200, so a cold start does not
   wait for the kubelet's readiness to reach the API server.
 
-Each watch lists first, then watches from the list's resourceVersion with bookmarks; when
-the API server answers 410 Gone (the version is too old) it lists again and reconciles, and
-on any other failure it reconnects with capped exponential backoff. `start` returns once
-every watch has listed, so the gateway is ready only when it knows its functions and pods.
+Each watch (`watches.run_watch`) lists first, then watches from the list's
+resourceVersion, and lists again when the version expires. `start` returns once every
+watch has listed, so the gateway is ready only when it knows its functions and pods.
 
-Activation: `acquire` for a function with no ready pod reads its Deployment's `/scale`;
-at 0 replicas it writes 1 with the read resourceVersion as a precondition (a conflict
-means someone else, the operator's autoscaler or another gateway, changed it: read again),
-and never lowers anything. All requests waiting for the same function share one such
-scale-up and wake together when a pod becomes ready.
+Activation (`activation.scale_from_zero`): `acquire` for a function with no ready pod
+raises its Deployment from 0 to 1, with the read resourceVersion as a precondition, and
+never lowers anything; it is the only replica count this gateway writes (the operator
+sets every other). All requests waiting for the same function share one such scale-up
+and wake together when a pod becomes ready.
 
 Concurrency: everything runs on the gateway's event loop. Watch handlers and probe results
 update `Discovery` synchronously (no await between reading and writing its state), so a
 request never sees half an update. Waiters sleep on a per-function event that is set and
 replaced on every change (a broadcast), then re-check the ready set themselves.
 
-The API server is reached through `kube.Kube` (a `KubeClient` unless a test passes a
+The API server is reached through `kube_async.Kube` (a `KubeClient` unless a test passes a
 fake); the rules deciding what is served and routed live in `discovery`.
 """
 
@@ -37,11 +36,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -49,19 +45,22 @@ from yarl import URL
 
 from kubefaas import limits, naming
 from kubefaas.api import Function
+from kubefaas_gateway.backends.activation import (
+    ACTIVATION_RECHECK_SECONDS,
+    Activation,
+    scale_from_zero,
+)
 from kubefaas_gateway.backends.base import Acquired, Instance
-from kubefaas_gateway.discovery import Discovery, FunctionMirror, PodInstance, object_key, pod_view
+from kubefaas_gateway.backends.watches import Source, run_watch
+from kubefaas_gateway.discovery import Discovery, FunctionMirror, PodInstance, pod_view
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
-from kubefaas_gateway.kube import ApiError, Backoff, Kube, KubeClient, collection_path, status_error
+from kubefaas_gateway.kube_async import ApiError, Kube, KubeClient, collection_path
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.tracker import Tracker
 
 log = logging.getLogger("kubefaas.gateway.kubernetes")
 
-# Server-side watch timeouts are spread over [min, 2 x min) like client-go's reflector, so
-# many gateways do not all reconnect at the same moment.
-WATCH_TIMEOUT_MIN_SECONDS = 300
 # How long `start` waits for the first list of every watch.
 START_SYNC_TIMEOUT_SECONDS = 60.0
 # Probing a new pod starts at `instance_probe_interval_seconds` and slows down by this
@@ -69,54 +68,11 @@ START_SYNC_TIMEOUT_SECONDS = 60.0
 PROBE_BACKOFF_FACTOR = 1.2
 PROBE_MAX_INTERVAL_SECONDS = 0.5
 PROBE_TIMEOUT_SECONDS = 1.0
-# A function still without a ready pod has its Deployment's scale read again this often
-# (someone may have scaled it back to zero meanwhile).
-ACTIVATION_RECHECK_SECONDS = 1.0
-ACTIVATION_CONFLICT_RETRIES = 5
-# Statuses that will not go away by retrying: fail at start, or tell the caller at once.
-FORBIDDEN_STATUSES = frozenset({401, 403})
 
 POD_SELECTOR = f"{naming.FUNCTION_LABEL},{naming.COMPONENT_LABEL}={naming.FUNCTION_COMPONENT}"
 
 
-def scale_path(fn: Function) -> str:
-    """The `/scale` subresource of the Deployment the operator named after `fn`."""
-    return collection_path("apps/v1", "deployments", fn.namespace, fn.name) + "/scale"
-
-
 # -- the backend ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Source:
-    """One list+watch: what it reads and where its results go."""
-
-    what: str
-    path: str
-    namespace: str | None
-    label_selector: str | None
-    resync: Callable[[list[dict[str, Any]]], None]
-    event: Callable[[str, dict[str, Any]], None]
-
-
-@dataclass(eq=False)
-class _Activation:
-    """The requests of one function waiting for a ready pod, and the scale-up they share."""
-
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
-    started: float = -math.inf
-    # Why the last scale-up was refused (no permission) and when: callers get a 503 with
-    # it for one recheck interval, after which the next request tries again.
-    refused: str | None = None
-    refused_at: float = -math.inf
-    # The last scale-up found no Deployment (the operator has not created it yet).
-    missing: bool = False
-
-    def notify(self) -> None:
-        """Wake every current waiter; later waiters sleep on a fresh event."""
-        self.changed.set()
-        self.changed = asyncio.Event()
 
 
 ProbeFn = Callable[[PodInstance], Awaitable[bool]]
@@ -145,7 +101,7 @@ class KubernetesBackend:
         self._probe_session: aiohttp.ClientSession | None = None
         self._tracker = Tracker()
         self._discovery = Discovery()
-        self._activations: dict[str, _Activation] = {}
+        self._activations: dict[str, Activation] = {}
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._watches: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -178,7 +134,7 @@ class KubernetesBackend:
         for source in self._sources():
             first_list: asyncio.Future[None] = loop.create_future()
             synced.append(first_list)
-            self._watches.append(loop.create_task(self._run_watch(source, first_list)))
+            self._watches.append(loop.create_task(run_watch(self._kube, source, first_list)))
         try:
             async with asyncio.timeout(START_SYNC_TIMEOUT_SECONDS):
                 await asyncio.gather(*synced)
@@ -223,12 +179,12 @@ class KubernetesBackend:
             await self._kube.close()
             self._kube = None
 
-    def _sources(self) -> list[_Source]:
+    def _sources(self) -> list[Source]:
         scopes: list[str | None] = list(self._settings.namespaces) or [None]
         sources = []
         for namespace in scopes:
             sources.append(
-                _Source(
+                Source(
                     what="Functions",
                     path=collection_path(
                         f"{limits.API_GROUP}/{limits.API_VERSION}", limits.PLURAL, namespace
@@ -240,7 +196,7 @@ class KubernetesBackend:
                 )
             )
             sources.append(
-                _Source(
+                Source(
                     what="function pods",
                     path=collection_path("v1", "pods", namespace),
                     namespace=namespace,
@@ -264,7 +220,7 @@ class KubernetesBackend:
         key = fn.key
         activation = self._activations.get(key)
         if activation is None:
-            activation = self._activations[key] = _Activation()
+            activation = self._activations[key] = Activation()
         loop = asyncio.get_running_loop()
         while True:
             chosen = self._discovery.choose(key, self._tracker.instance_inflight)
@@ -283,7 +239,8 @@ class KubernetesBackend:
             if idle and now - activation.started >= ACTIVATION_RECHECK_SECONDS:
                 activation.refused = None
                 activation.started = now
-                activation.task = loop.create_task(self._scale_from_zero(fn, activation))
+                assert self._kube is not None
+                activation.task = loop.create_task(scale_from_zero(self._kube, fn, activation))
             remaining = deadline - time.time()
             if remaining <= 0:
                 raise self._not_ready(fn, activation)
@@ -294,7 +251,7 @@ class KubernetesBackend:
                     activation.changed.wait(), min(remaining, ACTIVATION_RECHECK_SECONDS)
                 )
 
-    def _not_ready(self, fn: Function, activation: _Activation) -> Exception:
+    def _not_ready(self, fn: Function, activation: Activation) -> Exception:
         if activation.missing:
             return NoCapacity(
                 f"function {fn.key} has no Deployment yet (is the kubefaas operator running?)"
@@ -304,54 +261,12 @@ class KubernetesBackend:
             f"({fn.spec.timeout_seconds}s)"
         )
 
-    async def _scale_from_zero(self, fn: Function, activation: _Activation) -> None:
-        """Raise `fn`'s Deployment from 0 to 1 replica; leave any other count alone."""
-        assert self._kube is not None
-        path = scale_path(fn)
-        try:
-            for _ in range(ACTIVATION_CONFLICT_RETRIES):
-                scale = await self._kube.get(path)
-                activation.missing = False
-                replicas = int((scale.get("spec") or {}).get("replicas") or 0)
-                if replicas > 0:
-                    return  # pods are on their way (or stuck, which the deadline reports)
-                version = (scale.get("metadata") or {}).get("resourceVersion")
-                try:
-                    await self._kube.patch(
-                        path, {"metadata": {"resourceVersion": version}, "spec": {"replicas": 1}}
-                    )
-                except ApiError as exc:
-                    if exc.status == 409:
-                        continue  # changed since we read it: read again
-                    raise
-                log.info("activating %s: scaled its Deployment from 0 to 1", fn.key)
-                return
-            log.warning("activating %s: the scale kept changing under us", fn.key)
-        except asyncio.CancelledError:
-            raise
-        except ApiError as exc:
-            if exc.status == 404:
-                activation.missing = True
-            elif exc.status in FORBIDDEN_STATUSES:
-                activation.refused = (
-                    f"the gateway may not scale Deployment {fn.namespace}/{fn.name} to "
-                    f"activate function {fn.key}: {exc}"
-                )
-                activation.refused_at = asyncio.get_running_loop().time()
-                log.error("%s", activation.refused)
-            else:
-                log.warning("activating %s failed: %s (retrying)", fn.key, exc)
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            log.warning("activating %s failed: %s (retrying)", fn.key, exc)
-        finally:
-            activation.notify()
-
     def evict(self, instance: Instance) -> None:
         changed = self._discovery.evict(instance, time.monotonic())
         if isinstance(instance, PodInstance):
             self._changed(changed, [instance.uid])
 
-    # -- what the autoscaler and stats read --------------------------------------------------
+    # -- what stats and metrics read --------------------------------------------------
 
     def instances(self, fn: Function) -> list[Instance]:
         return list(self._discovery.instances(fn.key))
@@ -359,79 +274,7 @@ class KubernetesBackend:
     def ready_count(self, fn: Function) -> int:
         return len(self._discovery.ready(fn.key))
 
-    async def scale(self, fn: Function, replicas: int) -> None:
-        """Set `fn`'s Deployment to `replicas` through its `/scale` subresource."""
-        assert self._kube is not None
-        await self._kube.patch(scale_path(fn), {"spec": {"replicas": replicas}})
-
     # -- watches ---------------------------------------------------------------------------
-
-    async def _run_watch(self, source: _Source, first_list: asyncio.Future[None]) -> None:
-        """List, then watch from the list's version, forever (see the module docstring)."""
-        assert self._kube is not None
-        backoff = Backoff()
-        version: str | None = None
-        where = source.namespace or "all namespaces"
-        while True:
-            try:
-                if version is None:
-                    items, version = await self._kube.list(
-                        source.path, label_selector=source.label_selector
-                    )
-                    source.resync(items)
-                    if not first_list.done():
-                        first_list.set_result(None)
-                timeout = random.randint(WATCH_TIMEOUT_MIN_SECONDS, 2 * WATCH_TIMEOUT_MIN_SECONDS)
-                async for event in self._kube.watch(
-                    source.path,
-                    resource_version=version,
-                    timeout_seconds=timeout,
-                    label_selector=source.label_selector,
-                ):
-                    kind = str(event.get("type"))
-                    obj = event.get("object") or {}
-                    if kind == "ERROR":
-                        raise status_error(obj)
-                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
-                    if kind != "BOOKMARK":
-                        self._handle(source, kind, obj)
-                    backoff.reset()
-            except asyncio.CancelledError:
-                raise
-            except ApiError as exc:
-                if exc.status == 410:
-                    log.info("watch of %s in %s expired; listing again", source.what, where)
-                    version = None
-                    continue
-                if not first_list.done() and exc.status in (*FORBIDDEN_STATUSES, 404):
-                    first_list.set_exception(exc)
-                    return
-                delay = backoff.next()
-                log.warning(
-                    "watch of %s in %s failed: %s; retrying in %.1fs",
-                    source.what,
-                    where,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-                delay = backoff.next()
-                log.warning(
-                    "watch of %s in %s lost: %s; reconnecting in %.1fs",
-                    source.what,
-                    where,
-                    exc or type(exc).__name__,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-
-    @staticmethod
-    def _handle(source: _Source, kind: str, obj: dict[str, Any]) -> None:
-        try:
-            source.event(kind, obj)
-        except Exception:  # one odd object must not stop the watch
-            log.exception("could not handle %s event for %s", kind, object_key(obj))
 
     def _pod_event(self, kind: str, obj: dict[str, Any]) -> None:
         view = pod_view(obj)

@@ -15,22 +15,23 @@ A starting instance is probed on `/healthz` directly (the runtime answers 200 on
 the handler's import finished), so a cold start costs process start + init + one probe
 interval. An instance that exits on its own is noticed at once (its output is piped and
 its exit awaited), dropped from routing, and its last lines of output are logged.
+
+This module keeps the pools (routing, activation, `scale`); one instance's process
+(launch environment, health wait, output relay, signals) is `local_process`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import ctypes
+import itertools
 import logging
 import os
 import secrets
 import shutil
 import signal
-import socket
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,78 +39,25 @@ from typing import Any
 import aiohttp
 
 from kubefaas.api import Function
-from kubefaas.contract import runtime_environment
-from kubefaas_gateway.backends.base import Acquired, Instance
+from kubefaas_gateway.backends.base import Acquired, Instance, least_inflight
+from kubefaas_gateway.backends.local_process import (
+    LOOPBACK,
+    PROBE_TIMEOUT_SECONDS,
+    LocalInstance,
+    child_setup,
+    free_port,
+    instance_environment,
+    pump_output,
+    signal_group,
+    wait_healthy,
+)
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.tracker import Tracker
 
 log = logging.getLogger("kubefaas.gateway.local")
-function_log = logging.getLogger("kubefaas.function")
-
-LOOPBACK = "127.0.0.1"
-# Lines of an instance's output kept to explain why it died.
-OUTPUT_TAIL_LINES = 30
-PR_SET_PDEATHSIG = 1
-PROBE_TIMEOUT_SECONDS = 1.0
-# The local backend stops routing to an instance before signalling it, so the runtime
-# need not keep accepting connections after SIGTERM (its pod default covers endpoint
-# propagation, which has no local equivalent).
-LOCAL_DRAIN_GRACE_SECONDS = "0"
 
 ConfigMaps = Mapping[tuple[str, str], Mapping[str, str]]
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl: Callable[..., int] = libc.prctl
-    except (OSError, AttributeError):  # not Linux: stop() still reaps every instance
-        return None
-    return prctl
-
-
-_PRCTL = _load_prctl()
-
-
-def _child_setup(gateway_pid: int) -> Callable[[], None]:
-    """What the child runs between fork and exec: own process group, die with the gateway."""
-
-    def setup() -> None:
-        os.setsid()
-        if _PRCTL is not None:
-            _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
-        # The gateway died between fork and prctl: the signal will never come.
-        if os.getppid() != gateway_pid:
-            os._exit(1)
-
-    return setup
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-@dataclass(eq=False)
-class LocalInstance(Instance):
-    """An instance plus the process that serves it."""
-
-    tmp_dir: Path = Path()
-    process: asyncio.subprocess.Process | None = None
-    output_tail: collections.deque[str] = field(
-        default_factory=lambda: collections.deque(maxlen=OUTPUT_TAIL_LINES)
-    )
-    stopping: bool = False
-    exited: asyncio.Event = field(default_factory=asyncio.Event)
-    tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -137,6 +85,7 @@ class LocalBackend:
         self._probe_session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self._turns = itertools.count()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -177,10 +126,7 @@ class LocalBackend:
         return await self._activate(self._pool(fn), deadline)
 
     def _least_loaded(self, ready: list[LocalInstance]) -> LocalInstance:
-        if len(ready) == 1:
-            return ready[0]
-        inflight = self._tracker.instance_inflight
-        return min(ready, key=lambda instance: inflight(instance.id))
+        return least_inflight(ready, self._tracker.instance_inflight, next(self._turns))
 
     async def _activate(self, pool: _Pool, deadline: float) -> Acquired:
         """Start an instance (unless one is starting) and wait for the first ready one."""
@@ -304,30 +250,6 @@ class LocalBackend:
         pool.code_dir = target
         return target
 
-    def _environment(self, fn: Function, *, port: int, code_dir: Path, tmp: Path) -> dict[str, str]:
-        """The runtime launch contract; the gateway's own KUBEFAAS_* settings (the admin
-        token among them) are not passed on, and user variables cannot override it."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEFAAS_")}
-        env.update({var.name: var.value for var in fn.spec.env})
-        env.update(
-            runtime_environment(
-                fn,
-                port=port,
-                code_dir=str(code_dir),
-                tmp_dir=str(tmp),
-                version=fn.metadata.generation or 1,
-            )
-        )
-        env.update(
-            {
-                "HOST": LOOPBACK,
-                "KUBEFAAS_DRAIN_GRACE_SECONDS": LOCAL_DRAIN_GRACE_SECONDS,
-                "PYTHONUNBUFFERED": "1",
-                "PYTHONDONTWRITEBYTECODE": "1",
-            }
-        )
-        return env
-
     # -- one instance's life -----------------------------------------------------------------
 
     def _launch(self, pool: _Pool) -> None:
@@ -345,7 +267,7 @@ class LocalBackend:
         fn = pool.fn
         began = time.monotonic()
         code_dir = self._write_code(pool)
-        port = _free_port()
+        port = free_port()
         instance = LocalInstance(
             id=secrets.token_hex(4), function_key=fn.key, host=LOOPBACK, port=port
         )
@@ -356,26 +278,27 @@ class LocalBackend:
             instance.process = await asyncio.create_subprocess_exec(
                 *command,
                 cwd=code_dir,
-                env=self._environment(fn, port=port, code_dir=code_dir, tmp=instance.tmp_dir),
+                env=instance_environment(fn, port=port, code_dir=code_dir, tmp=instance.tmp_dir),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                preexec_fn=_child_setup(os.getpid()),
+                preexec_fn=child_setup(os.getpid()),
             )
         except OSError as exc:
             shutil.rmtree(instance.tmp_dir, ignore_errors=True)
             raise NoCapacity(f"cannot run the runtime {command[0]!r}: {exc}") from exc
         pool.members.append(instance)
-        pump = asyncio.get_running_loop().create_task(self._pump_output(instance))
+        pump = asyncio.get_running_loop().create_task(pump_output(instance))
         instance.tasks = [pump]
         instance.tasks.append(
             asyncio.get_running_loop().create_task(self._watch(pool, instance, pump))
         )
         try:
-            await self._wait_healthy(instance, pump)
+            assert self._probe_session is not None
+            await wait_healthy(instance, pump, session=self._probe_session, settings=self._settings)
         except BaseException:
             instance.stopping = True
-            _signal_group(instance.process.pid, signal.SIGKILL)
+            signal_group(instance.process.pid, signal.SIGKILL)
             raise
         instance.ready = True
         instance.ready_at = time.monotonic()
@@ -389,70 +312,13 @@ class LocalBackend:
         )
         return instance
 
-    async def _wait_healthy(self, instance: LocalInstance, pump: asyncio.Task[None]) -> None:
-        assert instance.process is not None
-        assert self._probe_session is not None
-        url = f"{instance.base_url}/healthz"
-        give_up = time.monotonic() + self._settings.instance_start_timeout_seconds
-        interval = self._settings.instance_probe_interval_seconds
-        while True:
-            if instance.process.returncode is not None:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(pump), PROBE_TIMEOUT_SECONDS)
-                last = instance.output_tail[-1] if instance.output_tail else "no output"
-                raise NoCapacity(
-                    f"the instance of {instance.function_key} exited with code "
-                    f"{instance.process.returncode} while starting: {last}"
-                )
-            try:
-                async with self._probe_session.get(url) as response:
-                    body = await response.read()
-                    if response.status == 200:
-                        if b"init-failed" in body:
-                            log.warning(
-                                "instance %s of %s: the handler failed to import; "
-                                "invocations will answer with its error",
-                                instance.id,
-                                instance.function_key,
-                            )
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            if time.monotonic() > give_up:
-                raise NoCapacity(
-                    f"the instance of {instance.function_key} did not pass its health check "
-                    f"within {self._settings.instance_start_timeout_seconds:g}s"
-                )
-            await asyncio.sleep(interval)
-
-    async def _pump_output(self, instance: LocalInstance) -> None:
-        """Relay the instance's output to the gateway log, keeping the last lines."""
-        assert instance.process is not None
-        assert instance.process.stdout is not None
-        stream = instance.process.stdout
-        prefix = f"[{instance.function_key} {instance.id}]"
-        pending = b""
-        while True:
-            chunk = await stream.read(65536)
-            if not chunk:
-                break
-            *lines, pending = (pending + chunk).split(b"\n")
-            for raw in lines:
-                line = raw.decode("utf-8", "replace").rstrip("\r")
-                instance.output_tail.append(line)
-                function_log.info("%s %s", prefix, line)
-        if pending:
-            line = pending.decode("utf-8", "replace")
-            instance.output_tail.append(line)
-            function_log.info("%s %s", prefix, line)
-
     async def _watch(self, pool: _Pool, instance: LocalInstance, pump: asyncio.Task[None]) -> None:
         """Wait for the process to exit, however that happens, and clean up after it."""
         assert instance.process is not None
         try:
             code = await instance.process.wait()
             # Whatever the handler left running in the instance's process group goes too.
-            _signal_group(instance.process.pid, signal.SIGKILL)
+            signal_group(instance.process.pid, signal.SIGKILL)
             unexpected = not instance.stopping
             self._retire(pool, instance)
             with contextlib.suppress(ValueError):
@@ -485,7 +351,7 @@ class LocalBackend:
         if process is None:
             return
         if process.returncode is None:
-            _signal_group(process.pid, signal.SIGTERM)
+            signal_group(process.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(
                     asyncio.shield(instance.exited.wait()),
@@ -498,7 +364,7 @@ class LocalBackend:
                     instance.function_key,
                     self._settings.instance_stop_grace_seconds,
                 )
-                _signal_group(process.pid, signal.SIGKILL)
+                signal_group(process.pid, signal.SIGKILL)
         await instance.exited.wait()
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:

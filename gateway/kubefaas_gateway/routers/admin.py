@@ -20,9 +20,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from kubefaas_gateway.dependencies import SettingsDep
+from kubefaas_gateway.dependencies import DeliveryDep, SettingsDep
 from kubefaas_gateway.errors import AdminDisabled, BadRequest, InvocationNotFound, Unauthorized
-from kubefaas_gateway.routers.async_invoke import DeliveryDep, GatewayRoute
+from kubefaas_gateway.routers.json_errors import GatewayRoute
 from kubefaas_gateway.settings import Settings
 
 MAX_PAGE = 1000

@@ -11,37 +11,34 @@ Stored with the event: the body, the query string and the request headers the fu
 would see on a synchronous call, minus the caller's credentials (`Authorization`,
 `Cookie`): they were good for the door, and a queue on disk is no place to keep them.
 
-Errors use the gateway's JSON error body and status mapping (`errors.py`); `GatewayRoute`
-turns any `InvocationError` raised by a route or a dependency into that response.
+Errors use the gateway's JSON error body and status mapping (`errors.py`); the router's
+`json_errors.GatewayRoute` turns any `InvocationError` raised by a route or a dependency
+into that response.
 """
 
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Callable, Coroutine
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
-from starlette.exceptions import HTTPException
 
-from kubefaas_gateway.dependencies import StateDep
+from kubefaas import wire
+from kubefaas_gateway.delivery import AsyncDelivery
+from kubefaas_gateway.dependencies import DeliveryDep, StateDep
 from kubefaas_gateway.errors import (
     BadRequest,
     FunctionNotFound,
-    InternalError,
     InvocationError,
     InvocationNotFound,
     NoCapacity,
-    error_response,
 )
-from kubefaas_gateway.routers.invoke import ClientDisconnected, forward_headers, read_body
+from kubefaas_gateway.inbound import ClientDisconnected, forward_headers, read_body
+from kubefaas_gateway.invoker import new_invocation_id
+from kubefaas_gateway.routers.json_errors import GatewayRoute, error_json
 from kubefaas_gateway.state import GatewayState
-from kubefaas_gateway.workers import AsyncDelivery
 
 log = logging.getLogger("kubefaas.gateway.async")
 
@@ -50,45 +47,6 @@ CALLBACK_HEADER = "x-callback-url"
 # (kept in its own field).
 _NOT_STORED = frozenset({"authorization", "cookie", "proxy-authorization", CALLBACK_HEADER})
 
-
-class GatewayRoute(APIRoute):
-    """An APIRoute whose `InvocationError`s become the gateway's JSON error responses."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            invocation_id = str(request.path_params.get("invocation_id", ""))
-            try:
-                return await handler(request)
-            except InvocationError as error:
-                return error_json(error, invocation_id)
-            except (HTTPException, RequestValidationError):
-                raise  # FastAPI answers these itself (e.g. a bad query parameter: 422)
-            except Exception:
-                log.exception("%s %s failed inside the gateway", request.method, request.url.path)
-                return error_json(InternalError("internal gateway error"), invocation_id)
-
-        return handle
-
-
-def error_json(error: InvocationError, invocation_id: str = "") -> Response:
-    status, headers, body = error_response(error, invocation_id)
-    return Response(
-        content=body,
-        status_code=status,
-        headers={k.decode(): v.decode() for k, v in headers if k != b"content-length"},
-    )
-
-
-def get_delivery(state: StateDep, request: Request) -> AsyncDelivery:
-    delivery: AsyncDelivery | None = getattr(request.app.state, "async_delivery", None)
-    if delivery is None or not delivery.started or not state.ready:
-        raise NoCapacity("async delivery is not started")
-    return delivery
-
-
-DeliveryDep = Annotated[AsyncDelivery, Depends(get_delivery)]
 
 router = APIRouter(tags=["async"], route_class=GatewayRoute)
 
@@ -119,7 +77,7 @@ async def invoke_async_default(
 async def _accept(
     key: str, request: Request, state: GatewayState, delivery: AsyncDelivery
 ) -> Response:
-    invocation_id = str(uuid.uuid4())
+    invocation_id = new_invocation_id()
     fn = state.registry.get(key)
     if fn is None:
         return error_json(FunctionNotFound(f"function {key} not found"), invocation_id)
@@ -152,7 +110,10 @@ async def _accept(
     return JSONResponse(
         {"invocationId": invocation_id},
         status_code=202,
-        headers={"Location": f"/invocations/{invocation_id}", "X-Invocation-Id": invocation_id},
+        headers={
+            "Location": f"/invocations/{invocation_id}",
+            wire.INVOCATION_ID_NAME: invocation_id,
+        },
     )
 
 

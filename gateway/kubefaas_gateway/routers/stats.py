@@ -7,7 +7,7 @@
                                ["desiredReplicas", "reason", "panic"]}}}
 
 Counts and averages are this gateway's own share; the operator's autoscaler sums them over
-the gateway replicas (`kubefaas_operator.autoscaler.combine`). `idleSeconds` is a duration,
+the gateway replicas (the operator's autoscaler, `combine`). `idleSeconds` is a duration,
 not a timestamp, so the reader's clock need not agree with ours; null means no request was
 seen since this gateway started. `replicas` and the instance counts are what this gateway's
 backend runs; `desiredReplicas`, `reason` and `panic` appear where this gateway runs the
@@ -23,8 +23,8 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from kubefaas_gateway.autoscaler import read_signals
-from kubefaas_gateway.dependencies import BackendDep, MetricsDep, RegistryDep, TrackerDep
+from kubefaas_gateway.dependencies import BackendDep, RegistryDep, SignalsDep, TrackerDep
+from kubefaas_gateway.signals import read_signals
 
 router = APIRouter(tags=["internal"])
 
@@ -34,11 +34,10 @@ GATEWAY_ID = os.environ.get("HOSTNAME") or socket.gethostname()
 
 @router.get("/internal/stats")
 async def stats(
-    registry: RegistryDep, tracker: TrackerDep, backend: BackendDep, metrics: MetricsDep
+    registry: RegistryDep, tracker: TrackerDep, backend: BackendDep, signals: SignalsDep
 ) -> dict[str, Any]:
     now = tracker.now()
-    report = metrics.scaling
-    queued = metrics.queue_depths()
+    queued = signals.queue_depths
     functions: dict[str, Any] = {}
     for fn in registry:
         entry = read_signals(tracker, fn.key, queued=queued.get(fn.key, 0), now=now).to_json()
@@ -47,7 +46,7 @@ async def stats(
         entry["replicas"] = len(known)
         entry["readyInstances"] = ready
         entry["startingInstances"] = len(known) - ready
-        decision = report.decisions.get(fn.key) if report is not None else None
+        decision = signals.decision(fn.key)
         if decision is not None:
             entry["desiredReplicas"] = decision.replicas
             entry["reason"] = str(decision.reason)

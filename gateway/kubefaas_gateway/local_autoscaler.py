@@ -5,8 +5,10 @@ scales Deployments. Local mode has one gateway and no Deployments, so this loop 
 same signals straight from the tracker, runs the same pure `kubefaas.scaling.decide` every
 `limits.AUTOSCALER_TICK_SECONDS` and calls `backend.scale(fn, replicas)`.
 
-`FunctionSignals` is the one description of a function's load that both `/internal/stats`
-and the Prometheus gauges report, so the two never disagree.
+Its decisions go on the scaling-signals board (`signals.ScalingSignals`), where the gauges
+and `/internal/stats` read them; the async queue depths it scales on come from the same
+board. Cluster mode never runs it: there the operator is the one writer of replicas and
+the gateway only activates a function from zero (docs/architecture.md, "Scaling").
 
 Concurrency: the tick runs on the gateway's event loop. It reads the tracker and decides
 for every function without suspending, then applies each change in its own task, so one
@@ -21,9 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
 
 from kubefaas.api import Function
 from kubefaas.scaling import (
@@ -35,70 +35,18 @@ from kubefaas.scaling import (
     decide,
     initial_state,
 )
-from kubefaas_gateway.backends.base import Backend
+from kubefaas_gateway.backends.base import ScalableBackend
+from kubefaas_gateway.signals import ScalingSignals, read_signals
+from kubefaas_gateway.state import BackgroundTask, GatewayState
 from kubefaas_gateway.tracker import Tracker
 
 log = logging.getLogger("kubefaas.gateway.autoscaler")
-
-# Per-function depth of the async queue (events waiting, not leased), as the async
-# delivery last read it: a cheap synchronous read, so the tick never waits on the store.
-QueueDepths = Callable[[], Mapping[str, int]]
-
-
-def no_queued_events() -> Mapping[str, int]:
-    """The `QueueDepths` of a gateway without an async queue."""
-    return {}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FunctionSignals:
-    """One function's load as this gateway sees it (DESIGN §6)."""
-
-    in_flight: int
-    pending: int
-    stable_concurrency: float
-    panic_concurrency: float
-    queued: int
-    idle_seconds: float | None  # None: no request seen since the gateway started
-
-    def to_json(self) -> dict[str, Any]:
-        """The `/internal/stats` entry; the operator's autoscaler parses exactly these."""
-        return {
-            "inFlight": self.in_flight,
-            "pending": self.pending,
-            "stableConcurrency": round(self.stable_concurrency, 4),
-            "panicConcurrency": round(self.panic_concurrency, 4),
-            "queued": self.queued,
-            "idleSeconds": None if self.idle_seconds is None else round(self.idle_seconds, 3),
-        }
-
-
-def read_signals(
-    tracker: Tracker, key: str, *, queued: int, now: float, tuning: Tuning = DEFAULT_TUNING
-) -> FunctionSignals:
-    """The signals of function `key` at `now` (on the tracker's clock)."""
-    load = tracker.load(key)
-    stable, panic = tracker.averages(
-        key,
-        stable_seconds=tuning.stable_window_seconds,
-        panic_seconds=tuning.panic_window_seconds,
-    )
-    busy = load.inflight or load.pending
-    last = load.last_active
-    return FunctionSignals(
-        in_flight=load.inflight,
-        pending=load.pending,
-        stable_concurrency=stable,
-        panic_concurrency=panic,
-        queued=queued,
-        idle_seconds=0.0 if busy else (None if last is None else max(0.0, now - last)),
-    )
 
 
 class LocalAutoscaler:
     """Decides and applies replicas for every function of the registry, every tick.
 
-    `decisions` keeps the last tick's results for `/internal/stats` and the metrics;
+    Each tick's results go on the `signals` board (and stay in `decisions`);
     `tick()` runs one round and is what tests call.
     """
 
@@ -107,14 +55,14 @@ class LocalAutoscaler:
         *,
         functions: Callable[[], Iterable[Function]],
         tracker: Tracker,
-        backend: Backend,
-        queue_depths: QueueDepths = no_queued_events,
+        backend: ScalableBackend,
+        signals: ScalingSignals,
         tuning: Tuning = DEFAULT_TUNING,
     ) -> None:
         self._functions = functions
         self._tracker = tracker
         self._backend = backend
-        self._queue_depths = queue_depths
+        self._signals = signals
         self._tuning = tuning
         self._states: dict[str, ScalingState] = {}
         self._applying: dict[str, asyncio.Task[None]] = {}
@@ -140,10 +88,9 @@ class LocalAutoscaler:
 
     async def tick(self) -> dict[str, Decision]:
         """Decide every function now and start applying the changes."""
-        try:
-            self.queued = dict(self._queue_depths())
-        except Exception as exc:  # the queue being down must not stop scaling
-            log.warning("could not read the async queue depth: %s", exc)
+        # The delivery's last published depths: no I/O, so a queue that is down (its
+        # depths simply stop changing) never stops scaling.
+        self.queued = dict(self._signals.queue_depths)
         # From here to the end of the loop nothing suspends: the decisions and the tasks
         # that apply them are based on one consistent view of the tracker.
         tracker = self._tracker
@@ -185,6 +132,7 @@ class LocalAutoscaler:
         for gone in set(self._states) - seen:
             del self._states[gone]
             self.decisions.pop(gone, None)
+        self._signals.publish_decisions(self.decisions)
         return self.decisions
 
     def _apply(self, fn: Function, decision: Decision) -> None:
@@ -207,3 +155,19 @@ class LocalAutoscaler:
             await self._backend.scale(fn, target)
         except Exception:
             log.exception("could not scale %s to %d", fn.key, target)
+
+
+def autoscale_locally(backend: ScalableBackend) -> BackgroundTask:
+    """The background task that runs the decider inside a local-mode gateway over
+    `backend` (which must be the app's backend)."""
+
+    def run(state: GatewayState) -> Awaitable[None]:
+        autoscaler = LocalAutoscaler(
+            functions=lambda: state.registry,
+            tracker=state.tracker,
+            backend=backend,
+            signals=state.signals,
+        )
+        return autoscaler.run()
+
+    return run

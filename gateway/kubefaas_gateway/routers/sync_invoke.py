@@ -11,9 +11,8 @@ otherwise `a` of the default namespace, with `/b/...` as the sub-path passed to 
 `http` holds a function `items`.
 
 Every answer, errors included, carries `X-Invocation-Id`, `X-Cold-Start` and
-`X-Duration-Ms` (DESIGN §4). The body is read up to the sync limit and no further: a
-`Content-Length` over it is refused before reading, a chunked body as soon as it crosses it
-(the server discards the rest without buffering it).
+`X-Duration-Ms` (DESIGN §4). The body is read up to the sync limit and no further
+(`inbound.read_body`; the server discards the rest without buffering it).
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from urllib.parse import quote
 
 from starlette.types import Receive, Scope, Send
 
+from kubefaas import wire
 from kubefaas.api import Function
 from kubefaas_gateway.errors import (
     FunctionNotFound,
@@ -33,8 +33,8 @@ from kubefaas_gateway.errors import (
     PayloadTooLarge,
     error_response,
 )
-from kubefaas_gateway.invoke import InvocationRequest, InvocationType, new_invocation_id
-from kubefaas_gateway.proxy import HOP_BY_HOP
+from kubefaas_gateway.inbound import ClientDisconnected, forward_headers, read_body
+from kubefaas_gateway.invoker import InvocationRequest, new_invocation_id
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.state import GatewayState
 
@@ -42,27 +42,8 @@ log = logging.getLogger("kubefaas.gateway")
 
 PREFIX = "/function"
 _PREFIX_SLASH = PREFIX + "/"
-# Request headers not forwarded: hop-by-hop, the length (re-computed), and the ones the
-# gateway sets itself, so a caller cannot forge its own deadline or invocation id.
-_DROP = frozenset(
-    name.encode()
-    for name in (
-        *HOP_BY_HOP,
-        "content-length",
-        "x-forwarded-for",
-        "x-invocation-id",
-        "x-deadline-ms",
-        "x-invocation-type",
-        "x-attempt",
-    )
-)
-_STANDARD_CONNECTION_TOKENS = frozenset({"keep-alive", "close"})
 _TRUE = b"true"
 _FALSE = b"false"
-
-
-class ClientDisconnected(Exception):
-    """The caller went away while sending its body: there is nobody to answer."""
 
 
 def resolve(registry: FunctionRegistry, path: str, default_namespace: str) -> tuple[Function, str]:
@@ -87,70 +68,6 @@ def resolve(registry: FunctionRegistry, path: str, default_namespace: str) -> tu
             f"function {first}/{second} not found (nor {default_namespace}/{first})"
         )
     raise FunctionNotFound(f"function {default_namespace}/{first} not found")
-
-
-def forward_headers(scope: Scope) -> tuple[list[tuple[str, str]], int]:
-    """Headers to pass to the instance, and the request's Content-Length (-1 if none)."""
-    headers: list[tuple[str, str]] = []
-    length = -1
-    connection: bytes | None = None
-    forwarded_for: str | None = None
-    for name, value in scope["headers"]:
-        if name in _DROP:
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"connection":
-                connection = value
-            elif name == b"x-forwarded-for":
-                forwarded_for = value.decode("latin-1")
-            continue
-        headers.append((name.decode("latin-1"), value.decode("latin-1")))
-    if connection is not None:
-        # Headers named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
-        named = {t.strip().lower() for t in connection.decode("latin-1").split(",")}
-        named -= _STANDARD_CONNECTION_TOKENS
-        if named:
-            headers = [(k, v) for k, v in headers if k not in named]
-    client = scope.get("client")
-    if client:
-        address = client[0]
-        headers.append(
-            ("X-Forwarded-For", f"{forwarded_for}, {address}" if forwarded_for else address)
-        )
-    headers.append(("X-Forwarded-Proto", scope.get("scheme", "http")))
-    return headers, length
-
-
-async def read_body(
-    receive: Receive, *, length: int, limit: int, kind: InvocationType = "sync"
-) -> bytes:
-    """The whole request body, refused (PayloadTooLarge) when its `length` (Content-Length,
-    -1 if none) is over `limit`, or as soon as the streamed body passes it; `kind` names
-    the limit in the message. Shared by the sync route and the async one."""
-    if length > limit:
-        raise PayloadTooLarge(_too_large(limit, kind))
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        chunk: bytes = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(_too_large(limit, kind))
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    if len(chunks) == 1:
-        return chunks[0]
-    return b"".join(chunks)
-
-
-def _too_large(limit: int, kind: InvocationType) -> str:
-    which = "synchronous" if kind == "sync" else "asynchronous"
-    return f"request body is larger than the {which} limit of {limit} bytes"
 
 
 def is_invoke_path(path: str) -> bool:
@@ -208,9 +125,9 @@ class InvokeRoute:
             return
         body = response.body
         headers_out = [
-            (b"x-invocation-id", invocation_id.encode()),
-            (b"x-cold-start", _TRUE if response.cold_start else _FALSE),
-            (b"x-duration-ms", f"{response.duration * 1000:.2f}".encode()),
+            (wire.INVOCATION_ID, invocation_id.encode()),
+            (wire.COLD_START, _TRUE if response.cold_start else _FALSE),
+            (wire.DURATION_MS, f"{response.duration * 1000:.2f}".encode()),
             (b"content-length", str(len(body)).encode()),
             *response.headers,
         ]
@@ -225,8 +142,8 @@ async def _send_error(
 ) -> None:
     status, headers, body = error_response(error, invocation_id)
     headers += [
-        (b"x-cold-start", _TRUE if error.cold_start else _FALSE),
-        (b"x-duration-ms", f"{(time.perf_counter() - started) * 1000:.2f}".encode()),
+        (wire.COLD_START, _TRUE if error.cold_start else _FALSE),
+        (wire.DURATION_MS, f"{(time.perf_counter() - started) * 1000:.2f}".encode()),
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

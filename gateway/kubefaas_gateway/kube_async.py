@@ -5,7 +5,8 @@ dicts); `KubeClient` implements it over kubernetes_asyncio's `ApiClient`, which 
 it is good at: configuration from the pod's service account (with token refresh) or from
 `$KUBECONFIG`, TLS and connection pooling. Objects stay dicts because the gateway reads a
 handful of fields from each; turning every watched pod into generated model classes would
-only cost CPU. Tests of the backend pass a fake `Kube`.
+only cost CPU. Tests of the backend pass a fake `Kube`. The error type, content types and
+request timeout are the core's (`kubefaas.kubeapi`), shared with the operator's door.
 """
 
 from __future__ import annotations
@@ -20,25 +21,16 @@ from urllib.parse import quote
 
 import aiohttp
 
-JSON = "application/json"
-MERGE_PATCH = "application/merge-patch+json"
-REQUEST_TIMEOUT_SECONDS = 30.0
+from kubefaas.kubeapi import JSON, MERGE_PATCH, REQUEST_TIMEOUT_SECONDS, ApiError
+
+__all__ = ["ApiError", "Backoff", "Kube", "KubeClient", "collection_path", "status_error"]
+
 LIST_PAGE_SIZE = 500
 # Bookmarks arrive about once a minute; a watch read silent this much longer than its
 # server-side timeout is a dead connection.
 WATCH_READ_MARGIN_SECONDS = 30.0
 BACKOFF_INITIAL_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
-
-
-class ApiError(Exception):
-    """The API server refused a request; `status` is the HTTP code."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
 
 
 class Kube(Protocol):
@@ -67,7 +59,8 @@ class Kube(Protocol):
         ...
 
     async def patch(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """JSON merge patch."""
+        """JSON merge patch (the gateway's one write: activation from zero, with a
+        resourceVersion precondition in `body`)."""
         ...
 
     async def close(self) -> None: ...

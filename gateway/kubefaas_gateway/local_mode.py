@@ -5,7 +5,7 @@ with its file, field and rule, and serving the good ones), prints the URL of eve
 function, then runs the gateway on uvicorn (uvloop, httptools, no access log: the fastest
 Python HTTP hop we measured, DESIGN §11) with the local backend until SIGINT/SIGTERM.
 
-`kubefaas local DIR` calls it; `python -m kubefaas_gateway.local DIR --port N` does too.
+`kubefaas local DIR` calls it; `python -m kubefaas_gateway.local_mode DIR --port N` does too.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from kubefaas.api import Function, InvalidFunction
 from kubefaas.manifests import MANIFEST_SUFFIXES, LoadResult, load_directory, load_file
 from kubefaas_gateway.app import create_app
 from kubefaas_gateway.backends.local import LocalBackend
+from kubefaas_gateway.local_autoscaler import autoscale_locally
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.serve import serve
 from kubefaas_gateway.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
@@ -82,7 +83,9 @@ def serve_local(
     print(f"kubefaas local: serving on {base} (Ctrl-C to stop)", flush=True)
 
     backend = LocalBackend(settings=settings, config_maps=result.config_maps)
-    app = create_app(settings, backend, FunctionRegistry(functions))
+    app = create_app(
+        settings, backend, FunctionRegistry(functions), background=(autoscale_locally(backend),)
+    )
     started = serve(app, settings, sockets=[listener])
     return EXIT_OK if started else EXIT_NOTHING_TO_SERVE
 
@@ -160,7 +163,7 @@ def _url_host(host: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kubefaas_gateway.local",
+        prog="python -m kubefaas_gateway.local_mode",
         description="Serve the Function manifests of a folder locally (no cluster).",
     )
     parser.add_argument("directory", type=Path, help="folder (or file) of Function manifests")

@@ -1,9 +1,10 @@
 """The invoke core: one invocation of one function, sync or async.
 
-`Invoker.invoke(fn, request)` is shared by the sync route and the async queue workers, so
+`Invoker.invoke(fn, request)` is shared by the sync route and the async delivery, so
 activation from zero, concurrency tracking, throttling, error mapping and metrics behave
-the same for both. It raises the sentinel errors of `errors.py` and returns the runtime's
-answer otherwise:
+the same for both. The function's `reservedConcurrency` is enforced here and only here:
+over it a sync caller gets 429 and an async attempt is throttled (and retried). It raises
+the sentinel errors of `errors.py` and returns the runtime's answer otherwise:
 
 - runtime `X-Function-Error` (handler raised) or a 5xx from a JSON-event function
   -> `FunctionFailed` (502) carrying the runtime's errorType/errorMessage/stackTrace;
@@ -21,6 +22,7 @@ runtime's own 504 before giving up itself.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -34,10 +36,10 @@ from typing import Literal
 import aiohttp
 from yarl import URL
 
-from kubefaas import limits
+from kubefaas import limits, wire
 from kubefaas.api import Function
 from kubefaas_gateway import proxy
-from kubefaas_gateway.backends.base import Backend, Instance
+from kubefaas_gateway.backends.base import Backend, Instance, least_inflight
 from kubefaas_gateway.breaker import InstanceBreakers
 from kubefaas_gateway.errors import (
     FunctionFailed,
@@ -63,13 +65,16 @@ ERROR_BODY_EXCERPT = 1000
 THROTTLE_RETRY_AFTER_SECONDS = math.ceil(limits.THROTTLE_BACKOFF_INITIAL_SECONDS)
 
 
+_FUNCTION_ERROR_LENGTH = len(wire.FUNCTION_ERROR)
+
 _id_lock = threading.Lock()
 _id_pool = b""
 _id_next = 0
 
 
 def new_invocation_id() -> str:
-    """A random (version 4) UUID string, as unguessable as `uuid.uuid4()`.
+    """A random (version 4) UUID string, as unguessable as `uuid.uuid4()`: the one source
+    of invocation ids (sync and async routes, destination events).
 
     Random bytes come from `os.urandom` 4 KiB at a time rather than 16 bytes per call:
     the same source, a syscall per 256 ids instead of one per request. The lock makes it
@@ -106,24 +111,23 @@ class InvocationRequest:
         fn: Function,
         body: bytes,
         *,
-        invocation_id: str | None = None,
-        invocation_type: InvocationType = "async",
-        attempt: int = 1,
-        headers: list[tuple[str, str]] | None = None,
-        now: float | None = None,
+        invocation_id: str,
+        attempt: int,
+        headers: list[tuple[str, str]],
+        query: str,
+        now: float,
     ) -> InvocationRequest:
-        """A `POST /` with `body`, deadline one function timeout from `now`: how a queued
-        event is delivered."""
-        start = time.time() if now is None else now
+        """An async event's attempt: a `POST /` with `body`, deadline one function timeout
+        from `now`; `attempt` counts from 1 in the event's current attempt series."""
         return cls(
             method="POST",
             path="/",
-            query="",
-            headers=headers if headers is not None else [("content-type", "application/json")],
+            query=query,
+            headers=headers,
             body=body,
-            invocation_id=invocation_id or new_invocation_id(),
-            deadline=start + fn.spec.timeout_seconds,
-            invocation_type=invocation_type,
+            invocation_id=invocation_id,
+            deadline=now + fn.spec.timeout_seconds,
+            invocation_type="async",
             attempt=attempt,
         )
 
@@ -173,6 +177,7 @@ class Invoker:
         self._grace = settings.deadline_grace_seconds
         # containerConcurrency: one breaker per instance of functions that set it.
         self._breakers = InstanceBreakers()
+        self._turns = itertools.count()
 
     async def invoke(self, fn: Function, request: InvocationRequest) -> InvocationResponse:
         """Invoke `fn` once; raises an `InvocationError` subclass on every failure."""
@@ -195,11 +200,7 @@ class Invoker:
         key = fn.key
         tracker = self._tracker
         reserved = fn.spec.scaling.reserved_concurrency
-        if (
-            reserved is not None
-            and request.invocation_type == "sync"
-            and tracker.concurrency(key) >= reserved
-        ):
+        if reserved is not None and tracker.concurrency(key) >= reserved:
             # Answered before touching any instance; the check and the count taken below
             # happen with no suspension in between, so concurrent callers cannot overshoot.
             self._metrics.record_throttled(fn)
@@ -250,10 +251,10 @@ class Invoker:
                 )
             headers = [
                 *request.headers,
-                ("X-Invocation-Id", request.invocation_id),
-                ("X-Deadline-Ms", str(int(request.deadline * 1000))),
-                ("X-Invocation-Type", request.invocation_type),
-                ("X-Attempt", str(request.attempt)),
+                (wire.INVOCATION_ID_NAME, request.invocation_id),
+                (wire.DEADLINE_MS_NAME, str(int(request.deadline * 1000))),
+                (wire.INVOCATION_TYPE_NAME, request.invocation_type),
+                (wire.ATTEMPT_NAME, str(request.attempt)),
             ]
             url = proxy.instance_url(instance.host, instance.port, request.path, request.query)
             try:
@@ -303,9 +304,10 @@ class Invoker:
     def _least_queued(self, fn: Function, chosen: Instance) -> Instance:
         """With containerConcurrency, the ready instance with the fewest requests holding
         or waiting for a slot (the backend's pick does not see the waiting ones)."""
-        load = self._breakers.load
         ready = [i for i in self._backend.instances(fn) if i.ready]
-        return min(ready, key=lambda i: load(i.id)) if ready else chosen
+        if not ready:
+            return chosen
+        return least_inflight(ready, self._breakers.load, next(self._turns))
 
     def _slot(
         self, instance: Instance, per_instance: int, key: str, deadline: float
@@ -357,7 +359,7 @@ def _since(started: float) -> float:
 
 def _function_error(headers: list[tuple[bytes, bytes]]) -> str | None:
     for name, value in headers:
-        if len(name) == 16 and name.lower() == b"x-function-error":
+        if len(name) == _FUNCTION_ERROR_LENGTH and name.lower() == wire.FUNCTION_ERROR:
             return value.decode("latin-1")
     return None
 

@@ -7,11 +7,12 @@ on which uvicorn stops accepting, lets in-flight requests finish for
 `KUBEFAAS_SHUTDOWN_TIMEOUT_SECONDS`, and the app's shutdown stops the watches.
 
 Every other setting comes from the environment (`settings.Settings`); the API server from
-the pod's service account, else `$KUBECONFIG`. `KUBEFAAS_SCALE_DOWN` decides whether the
-autoscaler's decider runs in this process (`gateway`, the default) or only in the
-operator (`operator`); activation from zero always happens here.
+the pod's service account, else `$KUBECONFIG`. This gateway never sets replicas beyond
+activating a function from zero (0 -> 1, with the read resourceVersion as precondition):
+the operator's autoscaler is the one writer of replicas, reading every gateway's
+`/internal/stats`. So no autoscaler runs here, however the gateway is started.
 
-`kubefaas gateway` calls it; `python -m kubefaas_gateway.cluster --port N` does too.
+`kubefaas gateway` calls it; `python -m kubefaas_gateway.cluster_mode --port N` does too.
 """
 
 from __future__ import annotations
@@ -21,8 +22,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from kubefaas_gateway.app import BACKGROUND_TASKS, BackgroundTask, create_app, local_autoscaler
-from kubefaas_gateway.backends.kubernetes import KubernetesBackend
+from fastapi import FastAPI
+
+from kubefaas.limits import GATEWAY_PORT
+from kubefaas_gateway.app import create_app
+from kubefaas_gateway.backends.kubernetes import KubernetesBackend, ProbeFn
+from kubefaas_gateway.kube_async import Kube
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.serve import serve
 from kubefaas_gateway.settings import Settings
@@ -35,26 +40,25 @@ LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 log = logging.getLogger("kubefaas.gateway")
 
 
-def background_tasks(settings: Settings) -> tuple[BackgroundTask, ...]:
-    """The app's background tasks, without the in-gateway autoscaler when the operator's
-    autoscaler sets replicas (two writers would fight over them)."""
-    if settings.scale_down == "gateway":
-        return BACKGROUND_TASKS
-    return tuple(task for task in BACKGROUND_TASKS if task is not local_autoscaler)
+def build_app(
+    settings: Settings, *, kube: Kube | None = None, probe: ProbeFn | None = None
+) -> FastAPI:
+    """The cluster gateway: the Kubernetes backend and no background task (the operator
+    scales). `kube` and `probe` replace the API client and the pod health check (tests)."""
+    registry = FunctionRegistry()
+    backend = KubernetesBackend(settings=settings, registry=registry, kube=kube, probe=probe)
+    return create_app(settings, backend, registry)
 
 
 def serve_cluster(*, host: str, port: int) -> int:
     """Serve the cluster's Functions on host:port until stopped; exit status."""
     settings = Settings(host=host, port=port)
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
-    registry = FunctionRegistry()
-    backend = KubernetesBackend(settings=settings, registry=registry)
-    app = create_app(settings, backend, registry, background=background_tasks(settings))
+    app = build_app(settings)
     log.info(
-        "kubefaas gateway on %s:%d; replicas are set by the %s",
+        "kubefaas gateway on %s:%d; replicas are set by the operator's autoscaler",
         settings.host,
         settings.port,
-        "gateway's autoscaler" if settings.scale_down == "gateway" else "operator's autoscaler",
     )
     started = serve(app, settings)
     return EXIT_OK if started else EXIT_FAILED
@@ -62,12 +66,12 @@ def serve_cluster(*, host: str, port: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kubefaas_gateway.cluster",
+        prog="python -m kubefaas_gateway.cluster_mode",
         description="Serve the Functions of the Kubernetes cluster in $KUBECONFIG "
         "(or the pod's service account).",
     )
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8080, help="port to listen on")
+    parser.add_argument("--port", type=int, default=GATEWAY_PORT, help="port to listen on")
     args = parser.parse_args(argv)
     return serve_cluster(host=args.host, port=args.port)
 

@@ -1,0 +1,187 @@
+"""One local function instance as a process: how it is started, watched and stopped.
+
+An instance is `python -m kubefaas_runtime` on a free loopback port in its own session
+(process group), so stopping it reaches anything its handler spawned, and it asks the
+kernel to SIGKILL it when the gateway dies (`prctl(PR_SET_PDEATHSIG)`). Its environment is
+the runtime launch contract (`kubefaas.contract`); its output is relayed to the gateway
+log with the last lines kept to explain an unexpected exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from kubefaas.api import Function
+from kubefaas.contract import runtime_environment
+from kubefaas_gateway.backends.base import Instance
+from kubefaas_gateway.errors import NoCapacity
+from kubefaas_gateway.settings import Settings
+
+log = logging.getLogger("kubefaas.gateway.local")
+function_log = logging.getLogger("kubefaas.function")
+
+LOOPBACK = "127.0.0.1"
+# Lines of an instance's output kept to explain why it died.
+OUTPUT_TAIL_LINES = 30
+PR_SET_PDEATHSIG = 1
+PROBE_TIMEOUT_SECONDS = 1.0
+# The local backend stops routing to an instance before signalling it, so the runtime
+# need not keep accepting connections after SIGTERM (its pod default covers endpoint
+# propagation, which has no local equivalent).
+LOCAL_DRAIN_GRACE_SECONDS = "0"
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl: Callable[..., int] = libc.prctl
+    except (OSError, AttributeError):  # not Linux: stop() still reaps every instance
+        return None
+    return prctl
+
+
+_PRCTL = _load_prctl()
+
+
+def child_setup(gateway_pid: int) -> Callable[[], None]:
+    """What the child runs between fork and exec: own process group, die with the gateway."""
+
+    def setup() -> None:
+        os.setsid()
+        if _PRCTL is not None:
+            _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+        # The gateway died between fork and prctl: the signal will never come.
+        if os.getppid() != gateway_pid:
+            os._exit(1)
+
+    return setup
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+@dataclass(eq=False)
+class LocalInstance(Instance):
+    """An instance plus the process that serves it."""
+
+    tmp_dir: Path = Path()
+    process: asyncio.subprocess.Process | None = None
+    output_tail: collections.deque[str] = field(
+        default_factory=lambda: collections.deque(maxlen=OUTPUT_TAIL_LINES)
+    )
+    stopping: bool = False
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def instance_environment(fn: Function, *, port: int, code_dir: Path, tmp: Path) -> dict[str, str]:
+    """The runtime launch contract; the gateway's own KUBEFAAS_* settings (the admin
+    token among them) are not passed on, and user variables cannot override it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEFAAS_")}
+    env.update({var.name: var.value for var in fn.spec.env})
+    env.update(
+        runtime_environment(
+            fn,
+            port=port,
+            code_dir=str(code_dir),
+            tmp_dir=str(tmp),
+            version=fn.metadata.generation or 1,
+        )
+    )
+    env.update(
+        {
+            "HOST": LOOPBACK,
+            "KUBEFAAS_DRAIN_GRACE_SECONDS": LOCAL_DRAIN_GRACE_SECONDS,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
+    return env
+
+
+async def wait_healthy(
+    instance: LocalInstance,
+    pump: asyncio.Task[None],
+    *,
+    session: aiohttp.ClientSession,
+    settings: Settings,
+) -> None:
+    """Probe `instance` until it answers 200; raises `NoCapacity` if it exits or does not
+    pass within `instance_start_timeout_seconds`."""
+    assert instance.process is not None
+    url = f"{instance.base_url}/healthz"
+    give_up = time.monotonic() + settings.instance_start_timeout_seconds
+    interval = settings.instance_probe_interval_seconds
+    while True:
+        if instance.process.returncode is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(pump), PROBE_TIMEOUT_SECONDS)
+            last = instance.output_tail[-1] if instance.output_tail else "no output"
+            raise NoCapacity(
+                f"the instance of {instance.function_key} exited with code "
+                f"{instance.process.returncode} while starting: {last}"
+            )
+        try:
+            async with session.get(url) as response:
+                body = await response.read()
+                if response.status == 200:
+                    if b"init-failed" in body:
+                        log.warning(
+                            "instance %s of %s: the handler failed to import; "
+                            "invocations will answer with its error",
+                            instance.id,
+                            instance.function_key,
+                        )
+                    return
+        except (aiohttp.ClientError, TimeoutError):
+            pass
+        if time.monotonic() > give_up:
+            raise NoCapacity(
+                f"the instance of {instance.function_key} did not pass its health check "
+                f"within {settings.instance_start_timeout_seconds:g}s"
+            )
+        await asyncio.sleep(interval)
+
+
+async def pump_output(instance: LocalInstance) -> None:
+    """Relay the instance's output to the gateway log, keeping the last lines."""
+    assert instance.process is not None
+    assert instance.process.stdout is not None
+    stream = instance.process.stdout
+    prefix = f"[{instance.function_key} {instance.id}]"
+    pending = b""
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        for raw in lines:
+            line = raw.decode("utf-8", "replace").rstrip("\r")
+            instance.output_tail.append(line)
+            function_log.info("%s %s", prefix, line)
+    if pending:
+        line = pending.decode("utf-8", "replace")
+        instance.output_tail.append(line)
+        function_log.info("%s %s", prefix, line)
