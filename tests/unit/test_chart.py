@@ -262,13 +262,6 @@ def test_watched_namespaces_reach_the_operator_and_the_gateway() -> None:
     assert "KUBEFAAS_NAMESPACES" not in gateway
 
 
-def test_only_the_operator_sets_replicas() -> None:
-    """Two autoscalers writing replicas would fight; the gateway only activates from zero."""
-    for sets in ((), REDIS):
-        gateway = find(render(*sets), "Deployment", "kubefaas-gateway")
-        assert env_of(container(gateway, "gateway"))["KUBEFAAS_SCALE_DOWN"] == "operator"
-
-
 def test_extra_runtime_images_join_the_default_one() -> None:
     objects = render(
         "runtime.extraImages.python3\\.12=registry.example/kubefaas-runtime-py312:0.1.0",
