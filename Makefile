@@ -9,10 +9,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test venv system-deps bench-cluster lint typecheck unit api local crds bench e2e e2e-test k8s-binaries cluster-up cluster-down images clean
 
-$(STAMP): pyproject.toml
+# The product with every extra, plus the dev-only local-cluster tooling (cluster/, its own
+# distribution: never in the product wheel or the images).
+$(STAMP): pyproject.toml cluster/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip uv
-	$(VENV)/bin/uv pip install -q --python $(PY) -e '.[all,dev]'
+	$(VENV)/bin/uv pip install -q --python $(PY) -e '.[all,dev]' -e './cluster[pytest]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

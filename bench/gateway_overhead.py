@@ -4,9 +4,10 @@ Starts `python -m kubefaas_gateway.local_mode` over one trivial function, warms 
 the same runtime instance two ways in the same run, alternating: directly on its port, and
 through the gateway's `/function/...` route. Reports req/s, p50 and p99 for both at 1 and
 64 connections, and their ratio. With `taskset` the gateway gets CPU 0 to itself and the
-instance and the load generator share CPU 1 (the DESIGN §11 setup: the proxy alone on one
-core). Uses `wrk` when installed, else an aiohttp closed-loop load generator (slower, so
-its figures are a floor). Loopback only, bounded in time.
+instance and the load generator share CPU 1 (the setup of docs/architecture.md,
+"Measured facts": the proxy alone on one core). Uses `wrk` when installed, else an
+aiohttp closed-loop load generator (slower, so its figures are a floor). Loopback only,
+bounded in time.
 
     python bench/gateway_overhead.py [--duration 5] [--runs 3] [--json out.json]
 """

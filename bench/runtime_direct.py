@@ -4,7 +4,7 @@ Starts ``python -m kubefaas_runtime`` with a trivial handler (sync and async var
 and drives it from a second process: ``wrk`` when installed, else a small aiohttp
 client loop. On a machine with two or more CPUs the runtime is pinned to CPU 0 and the
 load generator to CPU 1 (``taskset``), so the figure is "one core of runtime", the unit
-DESIGN §11 uses.
+docs/architecture.md, "Measured facts" uses.
 
 Two measurements per handler kind, both bounded in time and loopback-only:
 
@@ -48,9 +48,10 @@ HANDLERS = {
     "async": 'async def handler(event, context):\n    return {"ok": True}\n',
 }
 
-# ``--baseline``: the ceiling of one Python HTTP hop (DESIGN §11), a raw ASGI app that
-# answers the same body on uvicorn configured as the runtime configures it. It answers
-# /healthz like any path, so the readiness wait below works for it too.
+# ``--baseline``: the ceiling of one Python HTTP hop (see docs/architecture.md,
+# "Measured facts"), a raw ASGI app that answers the same body on uvicorn configured as the
+# runtime configures it. It answers /healthz like any path, so the readiness wait below
+# works for it too.
 BASELINE_APP = """
 import os, uvicorn
 BODY = b'{"ok":true}'

@@ -109,7 +109,7 @@ def test_fail_gives_502_with_the_function_error_and_keeps_serving(
 
     first = release.gateway.invoke(name, {"n": 1})
     assert first.status_code == 502, first.text
-    assert _cold(first), f"DESIGN §4: every response carries X-Cold-Start; got {first.headers}"
+    assert _cold(first), f"every response carries X-Cold-Start; got {first.headers}"
     error = first.json()["error"]
     assert error["invocationId"] == first.headers["x-invocation-id"]
     assert "failing on purpose" in error["message"]

@@ -1,6 +1,7 @@
 """The Function API (kubefaas.io/v1alpha1): the single source of truth.
 
-Every field, default and bound of DESIGN §3 lives here. `kubefaas.crd` turns these models
+Every field, default and bound of the Function API lives here (docs/architecture.md,
+"Function API"; the numbers come from `kubefaas.limits`). `kubefaas.crd` turns these models
 into the CRD's OpenAPI schema, so the API server rejects a bad manifest with the same rule
 that local mode and the gateway apply through pydantic. Cross-field rules are written once
 as a `Rule`: its CEL expression goes into the CRD, its Python predicate runs in the model.

@@ -15,16 +15,10 @@ from kubefaas import __version__, limits
 DESCRIPTION = """\
 kubefaas: serverless functions (handler(event, context)) on Kubernetes, or locally.
 
-commands:
-  local DIR       serve the Function manifests in DIR as local processes, no cluster needed
-  validate PATH   check Function manifests (a file or a folder) and report every problem
-  crd             print the Function CustomResourceDefinition generated from the API model
-  operator        run the kopf operator that turns Functions into Deployments and Services
-  gateway         run the HTTP gateway against a Kubernetes cluster
-  dlq             list, redrive or purge dead-lettered async invocations on a gateway
-
 `kubefaas COMMAND --help` explains each command's options.
 """
+
+EXIT_USAGE = 2
 
 
 def _cmd_local(args: argparse.Namespace) -> int:
@@ -41,6 +35,9 @@ def _cmd_local(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from kubefaas.manifests import load_directory
 
+    if not args.path.exists():
+        print(f"error: {args.path}: no such file or folder", file=sys.stderr)
+        return EXIT_USAGE
     result = load_directory(args.path)
     for error in result.errors:
         print(f"error: {error}", file=sys.stderr)
@@ -81,11 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"kubefaas {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # The command list of `kubefaas --help` is argparse's own, so it is always the real one.
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
 
     local = commands.add_parser(
         "local",
-        help="serve Function manifests as local processes (no cluster)",
+        help="serve Function manifests as local processes, no cluster",
         description="Serve every Function manifest in DIR (YAML, several documents per file "
         "allowed) through the gateway on HOST:PORT, running each function as local runtime "
         "processes that scale to zero when idle. Bad manifests are reported with their file, "
@@ -107,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser(
         "validate",
-        help="check Function manifests",
+        help="check Function manifests and report every problem",
         description="Validate Function manifests with the same rules the API server applies.",
     )
     validate.add_argument("path", type=Path, help="a manifest file or a folder of them")
@@ -115,14 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     crd = commands.add_parser(
         "crd",
-        help="print the Function CRD",
+        help="print the Function CRD generated from the API model",
         description="Print the CRD YAML generated from the Python API model.",
     )
     crd.set_defaults(handler=_cmd_crd)
 
     operator = commands.add_parser(
         "operator",
-        help="run the operator (kopf)",
+        help="run the kopf operator (Functions into Deployments, Services)",
         description="Reconcile Functions into ConfigMaps, Deployments and Services, and run "
         "the autoscaler. Uses KUBECONFIG or the in-cluster service account.",
     )
@@ -142,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gateway = commands.add_parser(
         "gateway",
-        help="run the gateway against a cluster",
+        help="run the HTTP gateway against a Kubernetes cluster",
         description="Serve invocations for the Functions of a Kubernetes cluster, routing to "
         "their pods and activating functions scaled to zero.",
     )
@@ -152,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser(
         "dlq",
-        help="dead-letter admin: list | redrive ID | purge",
+        help="list, redrive or purge dead-lettered async invocations",
         description="See `kubefaas dlq --help`.",
         add_help=False,
     )
@@ -167,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     return int(args.handler(args))
 
 

@@ -1,4 +1,6 @@
-"""The runtime launch contract (DESIGN §5): the environment every function instance gets.
+"""The runtime launch contract: the environment every function instance gets.
+
+See docs/architecture.md, "Launch environment".
 
 The operator (a Deployment's container env) and the gateway's local backend (a process's
 env) both build it here, so the contract is written once. The runtime reads these names in

@@ -1,4 +1,6 @@
-"""Every default and bound of the Function API, in one place (DESIGN §3).
+"""Every default and bound of the Function API, in one place.
+
+See docs/architecture.md, "Defaults and bounds" (its table is generated from this file).
 
 The Python model, the generated CRD, the gateway and the operator all import these names;
 no number is retyped elsewhere. Each constant notes the platform it is anchored to.

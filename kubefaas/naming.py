@@ -34,5 +34,8 @@ def code_config_map_name(function: str) -> str:
 
 
 def function_url(gateway: str, namespace: str, name: str) -> str:
-    """Where a Function is invoked through the gateway (DESIGN §4)."""
+    """Where a Function is invoked through the gateway.
+
+    See docs/architecture.md, "Gateway HTTP API".
+    """
     return f"{gateway.rstrip('/')}/function/{namespace}/{name}"

@@ -1,4 +1,6 @@
-"""When a failed asynchronous invocation is tried again, and when it is given up (DESIGN §7).
+"""When a failed asynchronous invocation is tried again, and when it is given up.
+
+See docs/architecture.md, "Queue semantics".
 
 Two kinds of failure are scheduled differently, as Lambda does:
 

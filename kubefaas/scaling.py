@@ -1,4 +1,6 @@
-"""The autoscaler's decider: how many instances a function should run (DESIGN §6).
+"""The autoscaler's decider: how many instances a function should run.
+
+See docs/architecture.md, "Autoscaling".
 
 `decide(state, observation, now, scaling=...)` is pure: no clock, no I/O, no randomness.
 The gateway (local mode) and the operator (cluster mode) gather an `Observation`, call it

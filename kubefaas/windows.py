@@ -1,4 +1,6 @@
-"""Rolling, time-weighted concurrency windows: the autoscaler's input signal (DESIGN §6).
+"""Rolling, time-weighted concurrency windows: the autoscaler's input signal.
+
+See docs/architecture.md, "Autoscaling" and "Time-weighted concurrency windows".
 
 Why time-weighted: the gateway knows the exact moments the concurrency of a function
 changes (a request starts waiting, gets an instance, finishes). Sampling it on a timer

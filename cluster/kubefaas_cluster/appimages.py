@@ -212,12 +212,13 @@ class SourceTree:
 
     @classmethod
     def default(cls) -> SourceTree:
-        """The checkout this package was imported from (an editable install)."""
+        """The checkout this package was imported from (an editable install of cluster/)."""
         root = Path(__file__).resolve().parents[2]
         if not (root / "pyproject.toml").is_file() or not (root / "runtime").is_dir():
             raise BuildError(
                 f"no kubefaas checkout around {Path(__file__).resolve()}: the image builder "
-                "needs the source tree (install the project with `pip install -e .`)"
+                "needs the source tree (install the tooling from a checkout: `make venv`, "
+                "or `pip install -e ./cluster`)"
             )
         return cls(root=root)
 

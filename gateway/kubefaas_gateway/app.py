@@ -10,7 +10,8 @@ Extension seams:
   cancelled at shutdown (local mode passes its autoscaler's loop; cluster mode none, as
   the operator sets replicas there);
 - `GatewayApp` hands `/function/...` to the raw `InvokeRoute` before FastAPI's own
-  middleware and routing run (they would cost more than the proxy hop, DESIGN §11);
+  middleware and routing run (they would cost more than the proxy hop, docs/architecture.md,
+  "Measured facts");
   everything else is plain FastAPI.
 """
 

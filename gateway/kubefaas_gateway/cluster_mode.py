@@ -2,7 +2,8 @@
 
 `serve_cluster(host=..., port=...)` runs the same app as local mode (`app.create_app`) with
 the `KubernetesBackend`, whose watch fills the registry, on uvicorn (uvloop, httptools, no
-access log: the fastest Python HTTP hop we measured, DESIGN §11) until SIGTERM or SIGINT,
+access log: the fastest Python HTTP hop we measured, docs/architecture.md, "Measured facts") until
+SIGTERM or SIGINT,
 on which uvicorn stops accepting, lets in-flight requests finish for
 `KUBEFAAS_SHUTDOWN_TIMEOUT_SECONDS`, and the app's shutdown stops the watches.
 

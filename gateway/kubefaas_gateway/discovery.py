@@ -1,4 +1,5 @@
-"""What the gateway learns from the cluster's watches: pure state, no I/O (DESIGN §2, §6).
+"""What the gateway learns from the cluster's watches: pure state, no I/O (docs/architecture.md,
+"Components" and "Autoscaling").
 
 `FunctionMirror` keeps the `FunctionRegistry` equal to the valid Function objects (read
 with the core's one rule, `kubefaas.objects.function_from_object`); a Function the Python

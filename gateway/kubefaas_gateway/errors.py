@@ -1,7 +1,8 @@
 """Sentinel errors of an invocation and the one place they become HTTP responses.
 
 Every layer (route, invoker, backend) raises one of these; `error_response` turns it into
-the status and JSON body of DESIGN §4, `{"error": {"type", "message", "invocationId"}}`, so
+the status and JSON body of docs/architecture.md, "Gateway HTTP API", `{"error": {"type",
+"message", "invocationId"}}`, so
 a status is decided once. The async delivery catches the same classes to choose a retry.
 """
 

@@ -13,7 +13,8 @@ the sentinel errors of `errors.py` and returns the runtime's answer otherwise:
   lost after sending (the instance died) -> 502;
 - any other status passes through: an `eventFormat: http` handler chooses its own 4xx/5xx.
 
-One deadline bounds the whole invocation, cold start included (DESIGN §6: the request is
+One deadline bounds the whole invocation, cold start included (docs/architecture.md, "Autoscaling":
+the request is
 held until an instance is ready, bounded by the function timeout); the runtime receives it
 as `X-Deadline-Ms` and the gateway waits `deadline_grace_seconds` past it for the
 runtime's own 504 before giving up itself.

@@ -1,4 +1,5 @@
-"""Local mode's autoscaler: the decider running inside the gateway process (DESIGN §6).
+"""Local mode's autoscaler: the decider running inside the gateway process (docs/architecture.md,
+"Autoscaling").
 
 In a cluster the operator's autoscaler reads `/internal/stats` from every gateway and
 scales Deployments. Local mode has one gateway and no Deployments, so this loop reads the

@@ -3,7 +3,8 @@
 `serve_local(directory, host=..., port=...)` loads the manifests (reporting each bad one
 with its file, field and rule, and serving the good ones), prints the URL of every served
 function, then runs the gateway on uvicorn (uvloop, httptools, no access log: the fastest
-Python HTTP hop we measured, DESIGN §11) with the local backend until SIGINT/SIGTERM.
+Python HTTP hop we measured, docs/architecture.md, "Measured facts") with the local backend until
+SIGINT/SIGTERM.
 
 `kubefaas local DIR` calls it; `python -m kubefaas_gateway.local_mode DIR --port N` does too.
 """

@@ -2,7 +2,8 @@
 
 One `aiohttp.ClientSession` per gateway, created in the app's lifespan, pools connections
 to every instance: a session per request would pay a TCP handshake and client setup each
-time. aiohttp's client is 2x httpx at one connection and 5-8x at 64 (DESIGN §11). The
+time. aiohttp's client is 2x httpx at one connection and 5-8x at 64 (docs/architecture.md,
+"Measured facts"). The
 session adds no headers of its own, keeps no cookies (one function's `Set-Cookie` must not
 reach another), never follows redirects and never decompresses: the caller gets exactly
 what the function answered.

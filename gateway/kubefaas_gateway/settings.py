@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     """`KUBEFAAS_SHUTDOWN_TIMEOUT_SECONDS`, default 10: on SIGTERM, in-flight requests may
     finish for this long before the gateway closes their connections."""
 
-    # -- async invocations (DESIGN §7) --------------------------------------------------
+    # -- async invocations (docs/architecture.md, "Queue semantics") -------------------
 
     redis_url: str | None = None
     """`KUBEFAAS_REDIS_URL`, default unset: keep the async queue in Redis Streams (several

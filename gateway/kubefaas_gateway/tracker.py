@@ -5,7 +5,8 @@ Two counts per function, disjoint:
 - *pending*: requests the gateway holds because no instance is ready yet (a cold start);
 - *in-flight*: requests sent to an instance and not yet answered.
 
-Their sum is the function's concurrency (DESIGN §1), what the autoscaler averages and what
+Their sum is the function's concurrency (docs/architecture.md, "The cloud-function model"), what
+the autoscaler averages and what
 `reservedConcurrency` caps. Per-instance in-flight feeds least-in-flight balancing.
 
 Each change also feeds the function's `ConcurrencyWindow` (kubefaas.windows) with the new

@@ -2,9 +2,10 @@
 
 It imports the user's ``handler(event, context)`` once (the init phase), serves each
 invocation through it under a deadline, reports readiness on ``/healthz`` only after
-init, and drains gracefully on SIGTERM (DESIGN §5). It ships alone in every function
-image, so it depends on the standard library and uvicorn (with uvloop and httptools)
-only; an import-linter contract keeps the rest of kubefaas out.
+init, and drains gracefully on SIGTERM (docs/architecture.md, "Runtime contract"). It
+ships alone in every function image, so it depends on the standard library, uvicorn (with
+uvloop and httptools) and ``kubefaas.wire`` (the port and header names, a module that
+imports nothing) only; an import-linter contract keeps the rest of kubefaas out.
 
 Modules, by role:
 
@@ -12,7 +13,7 @@ Modules, by role:
 - ``context``: the ``Context`` object handlers receive.
 - ``events``: pure mapping of requests to events and results to responses.
 - ``handler``: loading the user's handler and describing init errors.
-- ``invoke``: running one call under its deadline, in a thread or on the loop.
+- ``execute``: running one call under its deadline, in a thread or on the loop.
 - ``app``: the raw ASGI app (health, invocations, drain state).
 - ``server``: uvicorn plus the SIGTERM drain; ``run(settings)``.
 - ``logs``: JSON log lines tagged with the invocation id.

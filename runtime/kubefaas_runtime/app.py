@@ -1,11 +1,11 @@
 """The runtime's ASGI application: health, invocations, init state and drain state.
 
 A raw ASGI callable, no framework: this is on the path of every invocation and a
-framework costs about 0.2 ms of CPU per request (DESIGN §11), which is more than the
-rest of the runtime. Routing is one comparison: ``/healthz`` (any method) is the probe,
-every other method and path is an invocation (the gateway forwards the path that
-follows ``/function/{ns}/{name}``, so ``/healthz`` is the one path a function cannot
-serve).
+framework costs about 0.2 ms of CPU per request (docs/architecture.md, "Raw ASGI on
+the hot paths"), which is more than the rest of the runtime. Routing is one comparison:
+``/healthz`` (any method) is the probe, every other method and path is an invocation
+(the gateway forwards the path that follows ``/function/{ns}/{name}``, so ``/healthz`` is
+the one path a function cannot serve).
 
 Invocation request headers: ``X-Invocation-Id`` (a uuid4 hex is made up if missing),
 ``X-Deadline-Ms`` (epoch ms; else now + ``KUBEFAAS_TIMEOUT_SECONDS``),
@@ -31,6 +31,14 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from kubefaas.wire import (
+    ATTEMPT,
+    DEADLINE_MS,
+    DURATION_MS,
+    FUNCTION_ERROR,
+    INVOCATION_ID,
+    INVOCATION_TYPE,
+)
 from kubefaas_runtime.config import EventFormat, Settings
 from kubefaas_runtime.context import Context
 from kubefaas_runtime.events import (
@@ -44,8 +52,8 @@ from kubefaas_runtime.events import (
     json_reply,
     timeout_reply,
 )
+from kubefaas_runtime.execute import Executor
 from kubefaas_runtime.handler import HandlerInitError, LoadedHandler, load_handler
-from kubefaas_runtime.invoke import Invoker
 from kubefaas_runtime.logs import LOGGER_NAME, install_record_factory
 from kubefaas_runtime.threads import HandlerThreads
 
@@ -90,7 +98,7 @@ class RuntimeApp:
         self._to_reply = http_reply if self._http_format else json_reply
         self._timeout_ms = int(settings.timeout_seconds * 1000)
         self._max_body = settings.max_body_bytes
-        self._invoker: Invoker | None = None
+        self._executor: Executor | None = None
         self._init_failure: Reply | None = None
         self._health = _HEALTH_STARTING
         self._initialized = asyncio.Event()
@@ -134,7 +142,7 @@ class RuntimeApp:
         if isinstance(outcome, HandlerInitError):
             self._fail_init(outcome, init_ms)
         else:
-            self._invoker = Invoker(
+            self._executor = Executor(
                 outcome, threads=self._threads, loop=loop, to_reply=self._to_reply
             )
             self._health = _HEALTH_OK
@@ -178,7 +186,7 @@ class RuntimeApp:
     @property
     def abandoned(self) -> int:
         """Calls answered 504 whose handler has not returned yet."""
-        return self._invoker.abandoned if self._invoker is not None else 0
+        return self._executor.abandoned if self._executor is not None else 0
 
     async def wait_idle(self, *, seconds: float, stop: Callable[[], bool] = lambda: False) -> int:
         """Wait until no invocation is in flight (or ``seconds`` passed, or ``stop()``).
@@ -218,14 +226,15 @@ class RuntimeApp:
         request_id = deadline_header = invocation_type = attempt_header = None
         content_length = -1
         for name, value in scope["headers"]:
+            # Every wire header starts with x-: one slice skips the others cheaply.
             if name[:2] == b"x-":
-                if name == b"x-invocation-id":
+                if name == INVOCATION_ID:
                     request_id = value
-                elif name == b"x-deadline-ms":
+                elif name == DEADLINE_MS:
                     deadline_header = value
-                elif name == b"x-invocation-type":
+                elif name == INVOCATION_TYPE:
                     invocation_type = value
-                elif name == b"x-attempt":
+                elif name == ATTEMPT:
                     attempt_header = value
             elif name == b"content-length":
                 content_length = _to_int(value, -1)
@@ -252,16 +261,16 @@ class RuntimeApp:
             deadline_ms = now_ms + self._timeout_ms
         budget = deadline_ms / 1000 - now
 
-        invoker = self._invoker
-        if invoker is None:  # a call that beat the init phase waits for it
+        executor = self._executor
+        if executor is None:  # a call that beat the init phase waits for it
             if not await _wait_event(self._initialized, budget):
                 await _send(send, timeout_reply(budget), raw_id, 0.0)
                 return
             if self._init_failure is not None:
                 await _send(send, self._init_failure, raw_id, 0.0)
                 return
-            invoker = self._invoker
-            assert invoker is not None
+            executor = self._executor
+            assert executor is not None
             budget = deadline_ms / 1000 - time.time()
 
         settings = self.settings
@@ -295,7 +304,7 @@ class RuntimeApp:
             event = json_event(body)
 
         started = time.perf_counter()
-        reply = await invoker.invoke(event, context, budget)
+        reply = await executor.execute(event, context, budget)
         await _send(send, reply, raw_id, time.perf_counter() - started)
 
     async def _read_body(self, receive: Receive) -> bytes | None:
@@ -378,15 +387,15 @@ async def _send(
 ) -> None:
     status = reply.status
     headers = [
-        (b"x-invocation-id", request_id),
-        (b"x-duration-ms", b"%.3f" % (seconds * 1000)),
+        (INVOCATION_ID, request_id),
+        (DURATION_MS, b"%.3f" % (seconds * 1000)),
     ]
     if reply.content_type is not None:
         headers.append((b"content-type", reply.content_type))
     if status not in _STATUSES_WITHOUT_LENGTH:
         headers.append((b"content-length", b"%d" % len(reply.body)))
     if reply.function_error is not None:
-        headers.append((b"x-function-error", reply.function_error))
+        headers.append((FUNCTION_ERROR, reply.function_error))
     if reply.headers:
         headers.extend(reply.headers)
     if close:

@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-DEFAULT_PORT = 8080
+from kubefaas.wire import RUNTIME_PORT
+
+DEFAULT_PORT = RUNTIME_PORT
 DEFAULT_HOST = "0.0.0.0"
 DEFAULT_CODE_DIR = "/var/task"
 DEFAULT_HANDLER = "main.handler"
@@ -23,8 +25,9 @@ DEFAULT_NAMESPACE = "default"
 DEFAULT_VERSION = "1"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 DEFAULT_MEMORY_MB = 256
-# The 6 MiB synchronous payload limit (DESIGN §3) plus slack for the JSON envelope a
-# client may wrap around a payload that is itself at the limit.
+# The 6 MiB synchronous payload limit (kubefaas.limits, which the runtime cannot import;
+# docs/architecture.md, "Defaults and bounds") plus slack for the JSON envelope a client
+# may wrap around a payload that is itself at the limit.
 DEFAULT_MAX_BODY_BYTES = 6 * 1024 * 1024 + 64 * 1024
 DEFAULT_TMP_DIR = "/tmp"
 # Long enough for an endpoint removal to reach every gateway (one probe period) before

@@ -61,6 +61,8 @@ from types import TracebackType
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
+from kubefaas import wire
+
 Headers = Sequence[tuple[bytes, bytes]]
 
 CONTENT_JSON = b"application/json"
@@ -78,9 +80,9 @@ _RESERVED_HEADERS = frozenset(
         "content-length",
         "transfer-encoding",
         "connection",
-        "x-invocation-id",
-        "x-duration-ms",
-        "x-function-error",
+        wire.INVOCATION_ID.decode("ascii"),
+        wire.DURATION_MS.decode("ascii"),
+        wire.FUNCTION_ERROR.decode("ascii"),
     }
 )
 _STATUSES_WITHOUT_BODY = frozenset({204, 304})

@@ -12,11 +12,12 @@ moment later and keep sending requests until then. So on the first signal:
    deadlines end them by then anyway); how many were left is logged; exit 0.
 
 A second signal skips what is left of the drain. Sync handler calls that overran their
-deadline cannot be stopped (see ``invoke.py``); if any is still running at exit, the
+deadline cannot be stopped (see ``execute.py``); if any is still running at exit, the
 process leaves with ``os._exit(0)`` rather than wait for it forever.
 
 uvicorn runs with uvloop and httptools, without access log, lifespan, websockets or
-proxy-header rewriting: each of those costs time on every request (DESIGN §11).
+proxy-header rewriting: each of those costs time on every request (docs/architecture.md,
+"Raw ASGI on the hot paths").
 """
 
 from __future__ import annotations

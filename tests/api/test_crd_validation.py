@@ -1,6 +1,7 @@
 """The real API server accepts the CRD and every example, and refuses bad Functions itself.
 
-What a user sees from `kubectl apply`: each bound of DESIGN §3 and each cross-field rule is
+What a user sees from `kubectl apply`: each bound (docs/architecture.md, "Defaults and
+bounds") and each cross-field rule is
 enforced by the API server (OpenAPI schema + CEL) with a message naming the field, before
 any operator runs; unknown fields are refused by kubectl's default strict validation.
 """

@@ -1,5 +1,6 @@
 """Async invocations end to end: a real local-mode gateway process, real runtime processes,
-a real SQLite file or a real redis-server, over loopback HTTP (DESIGN §7).
+a real SQLite file or a real redis-server, over loopback HTTP (docs/architecture.md,
+"Queue semantics").
 
 The gateway runs as its own process (`python -m kubefaas_gateway.local_mode`) so that a test can
 `kill -9` it and start it again on the same state. Retry delays are shortened through the

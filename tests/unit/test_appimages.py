@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import setuptools
 
 from kubefaas_cluster import appimages
 from kubefaas_cluster.dockerfile import Directory, DockerfileError, parse_dockerfile
@@ -168,3 +169,34 @@ def test_layer_keeps_base_directory_metadata_and_sets_declared_ones(tmp_path: Pa
     assert members["tmp"].mode == 0o755
     names = list(members)
     assert names == sorted(names), "parents must come before their children"
+
+
+def test_the_product_wheel_carries_the_components_and_not_the_dev_tooling() -> None:
+    files = appimages.SourceTree(root=ROOT).wheel_files()
+    packages = {path.parent.name for path in files if path.name == "__init__.py"}
+    top_level = {name for name in packages if name.startswith("kubefaas")}
+    assert top_level == {"kubefaas", "kubefaas_operator", "kubefaas_gateway", "kubefaas_runtime"}
+    assert not [path for path in files if path.parts[0] in {"cluster", "tests", "e2e", "bench"}]
+    # The runtime image imports the wire contract: it must be in the wheel it installs.
+    assert Path("kubefaas/wire.py") in files
+    assert Path("runtime/kubefaas_runtime/__main__.py") in files
+
+
+def test_setuptools_packs_what_the_image_builder_keys_the_wheel_on() -> None:
+    # The builder copies wheel_files() and lets setuptools build from them: both must agree
+    # on the packages, and neither may pick up kubefaas_cluster or the tests.
+    source = appimages.SourceTree(root=ROOT)
+    find = source.pyproject["tool"]["setuptools"]["packages"]["find"]  # type: ignore[index]
+    found = set()
+    for where in find["where"]:
+        for package in setuptools.find_packages(where=str(ROOT / where), include=find["include"]):
+            found.add(package.split(".")[0])
+    assert found == {"kubefaas", "kubefaas_operator", "kubefaas_gateway", "kubefaas_runtime"}
+
+
+def test_the_images_are_built_from_the_product_alone() -> None:
+    # Neither the Docker build context nor the build stages copy the dev tooling.
+    assert "!cluster/" not in (ROOT / ".dockerignore").read_text(encoding="utf-8")
+    for component in appimages.COMPONENTS:
+        dockerfile = (ROOT / component / "Dockerfile").read_text(encoding="utf-8")
+        assert "cluster/" not in dockerfile, component

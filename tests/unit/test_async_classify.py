@@ -1,4 +1,7 @@
-"""Which retry schedule a failed async attempt follows (DESIGN §7)."""
+"""Which retry schedule a failed async attempt follows.
+
+See docs/architecture.md, "Queue semantics".
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Each sentinel error maps to one HTTP status and the documented JSON body (DESIGN §4)."""
+"""Each sentinel error maps to one HTTP status and the documented JSON body.
+
+See docs/architecture.md, "Gateway HTTP API".
+"""
 
 from __future__ import annotations
 

@@ -385,7 +385,10 @@ def test_handler_error_is_502_with_the_runtime_error_report(
 
 
 def test_error_answers_carry_cold_start_and_duration(harness: Callable[..., Harness]) -> None:
-    """DESIGN §4: every answer, a failed one too, says whether it waited for a start."""
+    """Every answer, a failed one too, says whether it waited for a start.
+
+    See docs/architecture.md, "Gateway HTTP API".
+    """
 
     def raises(received: Received) -> Answer:
         return Answer(

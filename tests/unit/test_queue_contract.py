@@ -1,4 +1,6 @@
-"""One contract for the async queue, run against both backends (DESIGN §7).
+"""One contract for the async queue, run against both backends.
+
+See docs/architecture.md, "Queue semantics".
 
 SQLite uses a temporary file; Redis a real redis-server started by the suite. Whatever a
 worker or an admin can observe must be the same on both.

@@ -1,4 +1,7 @@
-"""The async retry schedule, driven with an explicit clock (DESIGN §7)."""
+"""The async retry schedule, driven with an explicit clock.
+
+See docs/architecture.md, "Queue semantics".
+"""
 
 from __future__ import annotations
 

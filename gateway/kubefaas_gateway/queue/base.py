@@ -1,4 +1,5 @@
-"""The durable async-invocation queue: one interface, two backends (DESIGN §7).
+"""The durable async-invocation queue: one interface, two backends (docs/architecture.md, "Queue
+semantics").
 
 An invocation moves through these statuses, which `GET /invocations/{id}` reports:
 

@@ -2,7 +2,8 @@
 
 One stream per function (not one shared stream with a function field). Workers lease per
 function with bounded concurrency (so a flood of one function's events cannot take every
-worker, DESIGN §7); with a shared stream every worker would read, and have to hand back,
+worker, docs/architecture.md, "Queue semantics"); with a shared stream every worker would read, and
+have to hand back,
 other functions' events, and one busy function would sit in front of all the others. Per
 function, XLEN/the pending list/the sorted sets answer depth and in-flight questions
 directly. The cost is that a worker must know the function names, which the gateway does.

@@ -4,7 +4,7 @@ Durability. The database runs in WAL mode with `synchronous=FULL`: every commit 
 write-ahead log before the 202 is sent, so an acknowledged event survives a kill -9 of the
 gateway *and* a power cut or kernel crash of its node. `synchronous=NORMAL` (also safe
 against a process crash in WAL mode) can lose the last commits on power loss, which would
-break DESIGN §7's "acknowledged only after it is stored". The fsync cost is shared by
+break the "acknowledged only after it is stored". The fsync cost is shared by
 group commit: every operation waiting at the moment runs inside one transaction (each in
 its own SAVEPOINT, so one failing operation does not undo the others), and one fsync
 acknowledges them all.

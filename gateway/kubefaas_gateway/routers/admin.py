@@ -1,4 +1,5 @@
-"""Dead-letter admin: list, redrive, purge (DESIGN §4, §7, §8).
+"""Dead-letter admin: list, redrive, purge (docs/architecture.md, "Gateway HTTP API" and "Queue
+semantics" and "Security defaults").
 
     GET    /system/dead-letters[?function=ns/name][&limit=N][&cursor=C]
     POST   /system/dead-letters/{id}/redrive

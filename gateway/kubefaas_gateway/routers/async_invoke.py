@@ -1,5 +1,5 @@
 """`POST /async-function/{namespace}/{name}`, `POST /async-function/{name}`,
-`GET /invocations/{id}` (DESIGN §4, §7).
+`GET /invocations/{id}` (docs/architecture.md, "Gateway HTTP API" and "Queue semantics").
 
 An async invocation is answered `202 {"invocationId"}` with `Location: /invocations/{id}`
 only after the event is durably stored; anything refused (unknown function, body over the

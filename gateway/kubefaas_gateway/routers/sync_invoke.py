@@ -2,7 +2,8 @@
 
 The synchronous invoke route is raw ASGI, dispatched by `app.GatewayApp` before FastAPI's
 own middleware and routing: on this path FastAPI's request parsing and routing would cost
-more than the proxy hop itself (DESIGN §11: ~2,600 req/s for a FastAPI proxy route vs
+more than the proxy hop itself (docs/architecture.md, "Measured facts": ~2,600 req/s for a FastAPI
+proxy route vs
 5,400-7,400 raw). Everything else goes on to FastAPI untouched.
 
 Path resolution: `/function/a/b/...` names function `b` of namespace `a` when that exists;
@@ -11,7 +12,8 @@ otherwise `a` of the default namespace, with `/b/...` as the sub-path passed to 
 `http` holds a function `items`.
 
 Every answer, errors included, carries `X-Invocation-Id`, `X-Cold-Start` and
-`X-Duration-Ms` (DESIGN §4). The body is read up to the sync limit and no further
+`X-Duration-Ms` (docs/architecture.md, "Gateway HTTP API"). The body is read up to the sync limit
+and no further
 (`inbound.read_body`; the server discards the rest without buffering it).
 """
 

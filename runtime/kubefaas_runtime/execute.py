@@ -44,10 +44,10 @@ _TIMED_OUT = object()
 class _Call:
     """One handler call in flight: settles its outcome once, by result or by deadline."""
 
-    __slots__ = ("abandoned", "invoker", "outcome", "task")
+    __slots__ = ("abandoned", "executor", "outcome", "task")
 
-    def __init__(self, invoker: Invoker, outcome: asyncio.Future[Any]) -> None:
-        self.invoker = invoker
+    def __init__(self, executor: Executor, outcome: asyncio.Future[Any]) -> None:
+        self.executor = executor
         self.outcome = outcome
         self.abandoned = False
         self.task: asyncio.Task[None] | None = None
@@ -55,7 +55,7 @@ class _Call:
     def finish(self, result: Any, error: BaseException | None) -> None:
         """The handler returned or raised (called on the loop thread)."""
         if self.abandoned:
-            self.invoker._forget(self)
+            self.executor._forget(self)
         elif not self.outcome.done():
             if error is None:
                 self.outcome.set_result(result)
@@ -68,7 +68,7 @@ class _Call:
             return
         self.outcome.set_result(_TIMED_OUT)
         self.abandoned = True
-        self.invoker._abandon(self)
+        self.executor._abandon(self)
 
 
 def _call_sync(handler: Handler, event: Any, context: Context) -> Any:
@@ -91,7 +91,7 @@ async def _call_async(call: _Call, awaitable: Awaitable[Any]) -> None:
         call.finish(result, None)
 
 
-class Invoker:
+class Executor:
     """Calls one loaded handler and turns its outcome into a ``Reply``."""
 
     def __init__(
@@ -114,7 +114,7 @@ class Invoker:
         """Calls answered 504 whose handler is still running."""
         return len(self._abandoned)
 
-    async def invoke(self, event: Any, context: Context, budget: float) -> Reply:
+    async def execute(self, event: Any, context: Context, budget: float) -> Reply:
         """Run the handler with ``budget`` seconds left before the deadline."""
         if budget <= 0:
             return timeout_reply(0.0)
