@@ -137,10 +137,11 @@ async def test_an_idempotent_enqueue_stores_one_event_per_key_across_queues(
     assert await first.complete(held, now=now + 2, result=None) is not None
     assert await second.enqueue_once(tick, now=now + 3) is False
     record = await first.get(tick.id)
-    assert record is not None and record.status == "succeeded"
+    assert record is not None
+    assert record.status == "succeeded"
     assert await first.lease(FN, now=now + 4, lease_seconds=LONG_LEASE) is None
     # A plain enqueue of a known id is still refused.
-    with pytest.raises(Exception):
+    with pytest.raises(Exception, match=r"(?i)duplicate|unique"):
         await first.enqueue(tick, now=now + 5)
 
 
