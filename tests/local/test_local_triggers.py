@@ -297,7 +297,8 @@ def test_a_failing_message_lands_in_the_error_destination_after_its_retries(
         client.close()
         body, error = json.loads(fields[b"body"]), json.loads(fields[b"error"])
     assert body == {"n": 0}
-    assert error["message"] == "cannot handle 0"
+    assert error["errorMessage"] == "cannot handle 0"
+    assert error["errorType"] == "ValueError"
     assert (counts / "runs").read_text() == "xxx"  # the first try and 2 retries
     [status] = trigger_status(gateway, "default/picky")
     assert status["deadLettered"] == 1
