@@ -9,6 +9,7 @@ as a `Rule`: its CEL expression goes into the CRD, its Python predicate runs in 
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,12 +21,14 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from kubefaas import limits
 from kubefaas.quantity import QUANTITY_PATTERN, parse_quantity
+from kubefaas.schedule import Schedule, zone
 
 API_VERSION = f"{limits.API_GROUP}/{limits.API_VERSION}"
 
@@ -254,6 +257,137 @@ class AsyncConfig(_Model):
     on_failure: Destination | None = None
 
 
+# Schedule expressions the CRD accepts by shape; the model also checks the cron fields'
+# values (kubefaas.schedule), so `kubefaas validate` and the gateway name a bad one.
+SCHEDULE_PATTERN = r"^(@every +([0-9]+h)?([0-9]+m)?([0-9]+s)?|[^ @]+( +[^ ]+){4})$"
+TRIGGER_PAYLOAD_MAX_BYTES = 64 * 1024
+
+
+def _json_size(value: Any) -> Any:
+    size = len(json.dumps(value, separators=(",", ":")).encode())
+    if size > TRIGGER_PAYLOAD_MAX_BYTES:
+        raise ValueError(f"payload is {size} bytes of JSON, more than {TRIGGER_PAYLOAD_MAX_BYTES}")
+    return value
+
+
+class ScheduleTrigger(_Model):
+    """Fire on a clock (docs/triggers.md): a 5-field cron in `timezone`, or `@every 30s`."""
+
+    expression: str = Field(
+        max_length=256,
+        pattern=SCHEDULE_PATTERN,
+        description="5 cron fields (minute hour day-of-month month day-of-week) or "
+        "`@every <duration>` such as 30s, 5m or 1h30m (at least 1s).",
+    )
+    timezone: str | None = Field(
+        default=None, max_length=64, description="IANA time zone of a cron expression; UTC."
+    )
+    payload: Annotated[Any, AfterValidator(_json_size)] = Field(
+        default=None,
+        description='The JSON event each tick delivers; default {"trigger", "scheduledTime"}.',
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    catch_up: Literal["none", "last"] = Field(
+        default="none",
+        description="Ticks missed while no gateway ran: none, or fire the last one once.",
+    )
+
+    @field_validator("expression")
+    @classmethod
+    def _check_expression(cls, value: str) -> str:
+        Schedule.parse(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str | None) -> str | None:
+        if value is not None:
+            zone(value)
+        return value
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.timezone) || !self.expression.startsWith('@every')",
+            message="schedule.timezone applies to cron expressions, not to @every",
+            holds=lambda t: t.timezone is None or not t.expression.startswith("@every"),
+        ),
+    )
+
+
+class SecretRef(_Model):
+    """A Secret of the Function's namespace with the broker credentials: keys `username`
+    and `password` (NATS and Redis), or `token` (NATS)."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+
+
+_SUBJECT = r"^[^ \t\r\n]+$"
+_STREAM_NAME = r"^[^ \t\r\n.*>]+$"
+
+
+class NatsSource(_Model):
+    url: str = Field(max_length=2048, pattern=r"^(nats|tls)://[^ ]+$")
+    stream: str = Field(max_length=255, pattern=_STREAM_NAME, description="JetStream stream.")
+    subject: str = Field(max_length=255, pattern=_SUBJECT, description="Subject filter.")
+    consumer: str = Field(
+        max_length=255, pattern=_STREAM_NAME, description="Durable pull consumer (made if missing)."
+    )
+
+
+class RedisStreamSource(_Model):
+    url: str = Field(max_length=2048, pattern=r"^rediss?://[^ ]+$")
+    stream: str = Field(max_length=255, min_length=1, description="Stream key.")
+    group: str = Field(
+        max_length=255, min_length=1, description="Consumer group (made if missing)."
+    )
+
+
+class QueueTrigger(_Model):
+    """Invoke once per message of a broker (docs/triggers.md); acked after the invocation
+    succeeded or was dead-lettered."""
+
+    nats: NatsSource | None = None
+    redis: RedisStreamSource | None = None
+    secret_ref: SecretRef | None = None
+    batch_size: int = Field(
+        default=limits.TRIGGER_BATCH_SIZE_DEFAULT, ge=1, le=limits.TRIGGER_BATCH_SIZE_MAX
+    )
+    max_in_flight: int = Field(
+        default=limits.TRIGGER_MAX_IN_FLIGHT_DEFAULT,
+        ge=1,
+        le=limits.TRIGGER_MAX_IN_FLIGHT_MAX,
+        description="Messages received and not yet acked; 1 keeps the broker's order.",
+    )
+    error_destination: str | None = Field(
+        default=None,
+        max_length=255,
+        pattern=_SUBJECT,
+        description="Subject (NATS) or stream (Redis) that gets each message that ended dead.",
+    )
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.nats) != has(self.redis)",
+            message="a queue trigger sets exactly one source: nats or redis",
+            holds=lambda q: (q.nats is None) != (q.redis is None),
+        ),
+    )
+
+
+class Trigger(_Model):
+    name: str = Field(max_length=limits.NAME_MAX_LENGTH, pattern=limits.NAME_PATTERN)
+    schedule: ScheduleTrigger | None = None
+    queue: QueueTrigger | None = None
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.schedule) != has(self.queue)",
+            message="a trigger sets exactly one of schedule and queue",
+            holds=lambda t: (t.schedule is None) != (t.queue is None),
+        ),
+    )
+
+
 class FunctionSpec(_Model):
     runtime: Literal[limits.RUNTIMES] | None = Field(  # type: ignore[valid-type]
         default=None, description="Language runtime; or set image instead."
@@ -281,6 +415,11 @@ class FunctionSpec(_Model):
     )
     scaling: Scaling = Field(default_factory=Scaling)
     async_: AsyncConfig = Field(default_factory=AsyncConfig, alias="async")
+    triggers: list[Trigger] = Field(
+        default_factory=list,
+        max_length=limits.TRIGGERS_MAX,
+        description="Schedules and message queues that invoke the function async.",
+    )
 
     RULES: ClassVar[tuple[Rule, ...]] = (
         Rule(
@@ -314,6 +453,14 @@ class FunctionSpec(_Model):
             cel="!has(self.env) || self.env.all(e, self.env.exists_one(f, f.name == e.name))",
             message="spec.env names must be unique",
             holds=lambda s: len({e.name for e in s.env}) == len(s.env),
+        ),
+        Rule(
+            cel=(
+                "!has(self.triggers) || "
+                "self.triggers.all(t, self.triggers.exists_one(u, u.name == t.name))"
+            ),
+            message="spec.triggers names must be unique",
+            holds=lambda s: len({t.name for t in s.triggers}) == len(s.triggers),
         ),
     )
 
@@ -352,6 +499,20 @@ class Condition(BaseModel):
     observed_generation: int | None = None
 
 
+class TriggerStatus(BaseModel):
+    """What a gateway last saw of one trigger (docs/triggers.md, "Visibility")."""
+
+    model_config = ConfigDict(
+        extra="allow", frozen=True, populate_by_name=True, alias_generator=to_camel
+    )
+
+    name: str
+    last_fire_time: str | None = None
+    last_message_time: str | None = None
+    lag: int | None = None
+    last_error: str | None = None
+
+
 class FunctionStatus(BaseModel):
     model_config = ConfigDict(
         extra="allow", frozen=True, populate_by_name=True, alias_generator=to_camel
@@ -363,6 +524,7 @@ class FunctionStatus(BaseModel):
     desired_replicas: int | None = None
     url: str | None = None
     observed_generation: int | None = None
+    triggers: list[TriggerStatus] = Field(default_factory=list)
 
 
 class Function(BaseModel):

@@ -42,6 +42,7 @@ _KEEP = {
     "additionalProperties",
     "format",
     "x-kubernetes-validations",
+    "x-kubernetes-preserve-unknown-fields",
 }
 
 

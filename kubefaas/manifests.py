@@ -8,6 +8,7 @@ never stops the good ones from loading.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ class LoadResult:
     errors: list[InvalidFunction] = field(default_factory=list)
     # Non-Function documents (e.g. ConfigMaps holding code), keyed by (namespace, name).
     config_maps: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    # Secrets (credentials of queue triggers), keyed the same way: stringData, or data
+    # decoded from base64 as the API server would.
+    secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
 
 
 def _documents(path: Path) -> list[tuple[str, Any]]:
@@ -51,6 +55,16 @@ def load_file(path: Path, result: LoadResult | None = None) -> LoadResult:
             meta = doc.get("metadata") or {}
             key = (str(meta.get("namespace", "default")), str(meta.get("name", "")))
             result.config_maps[key] = {str(k): str(v) for k, v in (doc.get("data") or {}).items()}
+            continue
+        if isinstance(doc, dict) and doc.get("kind") == "Secret":
+            meta = doc.get("metadata") or {}
+            key = (str(meta.get("namespace", "default")), str(meta.get("name", "")))
+            data = {
+                str(k): base64.b64decode(str(v)).decode("utf-8", "replace")
+                for k, v in (doc.get("data") or {}).items()
+            }
+            data.update({str(k): str(v) for k, v in (doc.get("stringData") or {}).items()})
+            result.secrets[key] = data
             continue
         if isinstance(doc, dict) and doc.get("kind") not in (None, "Function"):
             continue

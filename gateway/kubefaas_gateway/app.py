@@ -35,12 +35,13 @@ from kubefaas_gateway.metrics import Metrics
 from kubefaas_gateway.queue import InvocationQueue, make_queue
 from kubefaas_gateway.queue.queue_metrics import AsyncMetrics
 from kubefaas_gateway.registry import FunctionRegistry
-from kubefaas_gateway.routers import admin, async_invoke, health, scrape, stats
+from kubefaas_gateway.routers import admin, async_invoke, health, scrape, stats, triggers
 from kubefaas_gateway.routers.sync_invoke import InvokeRoute, is_invoke_path
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.signals import ScalingSignals
 from kubefaas_gateway.state import BackgroundTask, GatewayState
 from kubefaas_gateway.tracker import Tracker
+from kubefaas_gateway.triggers.board import TriggerBoard
 
 log = logging.getLogger("kubefaas.gateway")
 
@@ -70,6 +71,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     stats.router,
     async_invoke.router,
     admin.router,
+    triggers.router,
 )
 
 
@@ -113,6 +115,7 @@ def create_app(
         metrics=metrics,
         signals=signals,
         delivery=delivery,
+        triggers=TriggerBoard(metrics.registry),
     )
 
     @contextlib.asynccontextmanager

@@ -32,6 +32,7 @@ from kubefaas_gateway.kube_async import Kube
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.serve import serve
 from kubefaas_gateway.settings import Settings
+from kubefaas_gateway.triggers.runner import run_triggers
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -44,11 +45,12 @@ log = logging.getLogger("kubefaas.gateway")
 def build_app(
     settings: Settings, *, kube: Kube | None = None, probe: ProbeFn | None = None
 ) -> FastAPI:
-    """The cluster gateway: the Kubernetes backend and no background task (the operator
-    scales). `kube` and `probe` replace the API client and the pod health check (tests)."""
+    """The cluster gateway: the Kubernetes backend, and the trigger runner as its one
+    background task (the operator scales; docs/triggers.md). `kube` and `probe` replace
+    the API client and the pod health check (tests)."""
     registry = FunctionRegistry()
     backend = KubernetesBackend(settings=settings, registry=registry, kube=kube, probe=probe)
-    return create_app(settings, backend, registry)
+    return create_app(settings, backend, registry, background=(run_triggers(),))
 
 
 def serve_cluster(*, host: str, port: int) -> int:

@@ -15,7 +15,7 @@ import argparse
 import logging
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kubefaas.api import Function, InvalidFunction
@@ -26,6 +26,7 @@ from kubefaas_gateway.local_autoscaler import autoscale_locally
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.serve import serve
 from kubefaas_gateway.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
+from kubefaas_gateway.triggers.runner import run_triggers
 
 EXIT_OK = 0
 EXIT_NOTHING_TO_SERVE = 1
@@ -84,8 +85,16 @@ def serve_local(
     print(f"kubefaas local: serving on {base} (Ctrl-C to stop)", flush=True)
 
     backend = LocalBackend(settings=settings, config_maps=result.config_maps)
+    secrets = result.secrets
+
+    async def local_secret(namespace: str, name: str) -> Mapping[str, str] | None:
+        return secrets.get((namespace, name))
+
     app = create_app(
-        settings, backend, FunctionRegistry(functions), background=(autoscale_locally(backend),)
+        settings,
+        backend,
+        FunctionRegistry(functions),
+        background=(autoscale_locally(backend), run_triggers(local_secret)),
     )
     started = serve(app, settings, sockets=[listener])
     return EXIT_OK if started else EXIT_NOTHING_TO_SERVE

@@ -150,6 +150,21 @@ class Settings(BaseSettings):
     """`KUBEFAAS_CALLBACK_TIMEOUT_SECONDS`, default 10: per try, for `X-Callback-Url` and URL
     destinations (4 tries, then the failure is logged; the record is kept either way)."""
 
+    # -- triggers (docs/triggers.md) -------------------------------------------------------
+
+    trigger_ack_wait_seconds: float = Field(default=30.0, gt=0)
+    """`KUBEFAAS_TRIGGER_ACK_WAIT_SECONDS`, default 30: the `ack_wait` of the NATS consumers
+    the gateway creates; a message received by a gateway that died is redelivered after it
+    (one still being worked on is kept alive meanwhile)."""
+
+    trigger_claim_idle_seconds: float = Field(default=60.0, gt=0)
+    """`KUBEFAAS_TRIGGER_CLAIM_IDLE_SECONDS`, default 60: a Redis stream entry received by
+    a consumer that stopped answering is claimed by another gateway after this long."""
+
+    trigger_reconcile_seconds: float = Field(default=2.0, gt=0)
+    """`KUBEFAAS_TRIGGER_RECONCILE_SECONDS`, default 2: how often the trigger loops are
+    matched to the registry's functions, and queue lag published for scaling."""
+
     # -- in a cluster (`kubefaas gateway`) ------------------------------------------------
 
     namespaces: Annotated[tuple[str, ...], NoDecode] = ()

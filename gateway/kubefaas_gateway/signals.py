@@ -1,7 +1,9 @@
 """The scaling-signals board: what the gateway knows about each function's load.
 
-Two writers put figures on it, each the one source of its own: the async delivery
-publishes per-function queue depths after each stats refresh, and local mode's autoscaler
+Three writers put figures on it, each the one source of its own: the async delivery
+publishes per-function queue depths after each stats refresh, the trigger runner publishes
+each queue trigger's lag (broker messages not yet received, docs/architecture.md,
+"Triggers"), counted as queued work like async events, and local mode's autoscaler
 publishes its last decisions. Readers (`Metrics` at scrape time, `/internal/stats`, the
 autoscaler's next tick) read the board and never the writers, so none of them waits on
 the queue store, and a gateway without an autoscaler (cluster mode) simply has no
@@ -32,12 +34,26 @@ class ScalingSignals:
     def __init__(self) -> None:
         self._decisions: Mapping[str, Decision] = _EMPTY_DECISIONS
         self._queue_depths: Mapping[str, int] = _EMPTY_DEPTHS
+        self._async_depths: Mapping[str, int] = _EMPTY_DEPTHS
+        self._trigger_lag: Mapping[str, int] = _EMPTY_DEPTHS
 
     # -- writers -------------------------------------------------------------------------
 
     def publish_queue_depths(self, depths: Mapping[str, int]) -> None:
         """Events waiting (not leased) per function, as the queue last reported them."""
-        self._queue_depths = MappingProxyType(dict(depths))
+        self._async_depths = MappingProxyType(dict(depths))
+        self._merge()
+
+    def publish_trigger_lag(self, lag: Mapping[str, int]) -> None:
+        """Messages waiting in the brokers of each function's queue triggers."""
+        self._trigger_lag = MappingProxyType(dict(lag))
+        self._merge()
+
+    def _merge(self) -> None:
+        merged = dict(self._async_depths)
+        for key, waiting in self._trigger_lag.items():
+            merged[key] = merged.get(key, 0) + waiting
+        self._queue_depths = MappingProxyType(merged)
 
     def publish_decisions(self, decisions: Mapping[str, Decision]) -> None:
         """The autoscaler's decisions of its last tick."""

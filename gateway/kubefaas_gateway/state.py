@@ -22,6 +22,7 @@ from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.signals import ScalingSignals
 from kubefaas_gateway.tracker import Tracker
+from kubefaas_gateway.triggers.board import TriggerBoard
 
 
 @dataclass(eq=False)
@@ -33,6 +34,7 @@ class GatewayState:
     metrics: Metrics
     signals: ScalingSignals
     delivery: AsyncDelivery
+    triggers: TriggerBoard
     # Set while the lifespan runs.
     session: aiohttp.ClientSession | None = None
     invoker: Invoker | None = None

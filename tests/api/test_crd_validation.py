@@ -217,6 +217,84 @@ INVALID = [
         "spec.async.onFailure",
         "a destination sets exactly one of url and function",
     ),
+    (
+        "trigger-schedule-and-queue",
+        manifest(
+            triggers=[
+                {
+                    "name": "t",
+                    "schedule": {"expression": "@every 5s"},
+                    "queue": {"redis": {"url": "redis://127.0.0.1:1", "stream": "s", "group": "g"}},
+                }
+            ]
+        ),
+        "spec.triggers[0]",
+        "a trigger sets exactly one of schedule and queue",
+    ),
+    (
+        "trigger-schedule-not-cron",
+        manifest(triggers=[{"name": "t", "schedule": {"expression": "every day"}}]),
+        "spec.triggers[0].schedule.expression",
+        "should match",
+    ),
+    (
+        "trigger-every-with-timezone",
+        manifest(
+            triggers=[
+                {"name": "t", "schedule": {"expression": "@every 5s", "timezone": "Europe/Paris"}}
+            ]
+        ),
+        "spec.triggers[0].schedule",
+        "schedule.timezone applies to cron expressions",
+    ),
+    (
+        "trigger-queue-two-sources",
+        manifest(
+            triggers=[
+                {
+                    "name": "t",
+                    "queue": {
+                        "nats": {
+                            "url": "nats://127.0.0.1:1",
+                            "stream": "S",
+                            "subject": "s",
+                            "consumer": "c",
+                        },
+                        "redis": {"url": "redis://127.0.0.1:1", "stream": "s", "group": "g"},
+                    },
+                }
+            ]
+        ),
+        "spec.triggers[0].queue",
+        "a queue trigger sets exactly one source: nats or redis",
+    ),
+    (
+        "trigger-names-unique",
+        manifest(
+            triggers=[
+                {"name": "t", "schedule": {"expression": "@every 5s"}},
+                {"name": "t", "schedule": {"expression": "0 * * * *"}},
+            ]
+        ),
+        "spec",
+        "spec.triggers names must be unique",
+    ),
+    (
+        "trigger-max-in-flight-zero",
+        manifest(
+            triggers=[
+                {
+                    "name": "t",
+                    "queue": {
+                        "redis": {"url": "redis://127.0.0.1:1", "stream": "s", "group": "g"},
+                        "maxInFlight": 0,
+                    },
+                }
+            ]
+        ),
+        "spec.triggers[0].queue.maxInFlight",
+        "greater than or equal to 1",
+    ),
     ("unknown-field", manifest(memroy="1Gi"), "spec.memroy", "unknown field"),
     (
         "name-too-long-for-a-service",

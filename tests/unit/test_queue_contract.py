@@ -119,6 +119,32 @@ async def test_enqueue_lease_complete_keeps_the_request_and_the_result(
     assert await queue.lease(FN, now=now + 4, lease_seconds=LONG_LEASE) is None
 
 
+async def test_an_idempotent_enqueue_stores_one_event_per_key_across_queues(
+    make: Factory,
+) -> None:
+    """Two gateways firing the same schedule tick store it once (docs/architecture.md,
+    "Triggers"); the key still holds after the event finished."""
+    first, second = await make(), await make()
+    now = time.time()
+    tick = NewInvocation(id=f"tick-{uuid.uuid4().hex}", function=FN, body=b'{"tick": 1}')
+    stored = await asyncio.gather(
+        first.enqueue_once(tick, now=now), second.enqueue_once(tick, now=now)
+    )
+    assert sorted(stored) == [False, True]
+    held = await lease(first, now + 1)
+    assert held.id == tick.id
+    assert await second.lease(FN, now=now + 1, lease_seconds=LONG_LEASE) is None
+    assert await first.complete(held, now=now + 2, result=None) is not None
+    assert await second.enqueue_once(tick, now=now + 3) is False
+    record = await first.get(tick.id)
+    assert record is not None
+    assert record.status == "succeeded"
+    assert await first.lease(FN, now=now + 4, lease_seconds=LONG_LEASE) is None
+    # A plain enqueue of a known id is still refused.
+    with pytest.raises(Exception, match=r"(?i)duplicate|unique"):
+        await first.enqueue(tick, now=now + 5)
+
+
 async def test_an_event_survives_closing_and_reopening_the_store(make: Factory) -> None:
     first = await make()
     inv = new()

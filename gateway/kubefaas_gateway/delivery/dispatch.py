@@ -39,7 +39,13 @@ from kubefaas.api import Function
 from kubefaas_gateway.delivery.attempt import Attempts
 from kubefaas_gateway.delivery.notify import Notifier
 from kubefaas_gateway.invoker import Invoker, new_invocation_id
-from kubefaas_gateway.queue import InvocationQueue, Lease, NewInvocation, QueueStats
+from kubefaas_gateway.queue import (
+    InvocationQueue,
+    InvocationRecord,
+    Lease,
+    NewInvocation,
+    QueueStats,
+)
 from kubefaas_gateway.queue.queue_metrics import AsyncMetrics
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings
@@ -165,6 +171,25 @@ class AsyncDelivery:
         self.metrics.enqueue(fn.key)
         self.wake(fn.key)
         return invocation.id
+
+    async def submit_once(
+        self, fn: Function, body: bytes, *, invocation_id: str, headers: Mapping[str, str]
+    ) -> bool:
+        """Store an event under an idempotency key (`invocation_id`) unless it was stored
+        before, here or by another replica; True when this call stored it."""
+        invocation = NewInvocation(
+            id=invocation_id, function=fn.key, body=body, headers=dict(headers)
+        )
+        stored = await self.queue.enqueue_once(invocation, now=self._clock())
+        if stored:
+            self.metrics.enqueue(fn.key)
+            self.wake(fn.key)
+        return stored
+
+    def on_outcome(self, listener: Callable[[InvocationRecord], None]) -> None:
+        """Call `listener` with the record of each invocation this gateway finishes
+        (succeeded or dead-lettered)."""
+        self._notifier.listeners.append(listener)
 
     def wake(self, key: str) -> None:
         """Something of `key` became due (enqueued or redriven): lease it now, not at the

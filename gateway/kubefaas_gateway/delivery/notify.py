@@ -115,12 +115,17 @@ class Notifier:
         self._timeout = callback_timeout_seconds
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # In-process observers of every final outcome (the trigger runner acks broker
+        # messages on them, docs/architecture.md, "Triggers"); called synchronously.
+        self.listeners: list[Callable[[InvocationRecord], None]] = []
 
     def open(self, session: aiohttp.ClientSession) -> None:
         self._session = session
 
     def notify(self, final: Final) -> None:
         """Start notifying whoever wants to know about `final` (no-op if nobody does)."""
+        for listener in self.listeners:
+            listener(final.record)
         config = final.fn.spec.async_
         destination = config.on_success if final.succeeded else config.on_failure
         if final.lease.callback_url is None and destination is None:

@@ -250,6 +250,13 @@ class InvocationQueue(abc.ABC):
         """Store the event; when this returns, it survives a crash of the gateway."""
 
     @abc.abstractmethod
+    async def enqueue_once(self, invocation: NewInvocation, *, now: float) -> bool:
+        """Store the event unless one with its id was stored before (kept or finished, until
+        its record expires); True when this call stored it. The id is the idempotency key:
+        replicas firing the same schedule tick or receiving the same broker message store
+        one event (docs/architecture.md, "Triggers")."""
+
+    @abc.abstractmethod
     async def lease(self, function: str, *, now: float, lease_seconds: float) -> Lease | None:
         """Take one event of `function` that is due, or whose last lease expired."""
 

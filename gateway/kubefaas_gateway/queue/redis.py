@@ -99,13 +99,18 @@ local function drop_entry(stream, entry)
 end
 """
 
-# ARGV: base, group, id, function, body, headers, query, callback_url, now
+# ARGV: base, group, id, function, body, headers, query, callback_url, now, once
+# `once` = '1': an existing id is the same event stored before (an idempotent enqueue,
+# docs/architecture.md, "Triggers"), answered 0 instead of an error.
 _ENQUEUE: Final = (
     _LUA_HELPERS
     + """
 local id, fn, now = ARGV[3], ARGV[4], ARGV[9]
 local rec = k('inv', id)
-if redis.call('EXISTS', rec) == 1 then return redis.error_reply('duplicate invocation id') end
+if redis.call('EXISTS', rec) == 1 then
+  if ARGV[10] == '1' then return 0 end
+  return redis.error_reply('duplicate invocation id')
+end
 local stream = k('q', fn)
 ensure_group(stream)
 local entry = redis.call('XADD', stream, '*', 'id', id)
@@ -365,7 +370,13 @@ class RedisQueue(InvocationQueue):
     # -- the queue --------------------------------------------------------------------
 
     async def enqueue(self, invocation: NewInvocation, *, now: float) -> None:
-        await self._call(
+        await self._enqueue(invocation, now=now, once=False)
+
+    async def enqueue_once(self, invocation: NewInvocation, *, now: float) -> bool:
+        return bool(await self._enqueue(invocation, now=now, once=True))
+
+    async def _enqueue(self, invocation: NewInvocation, *, now: float, once: bool) -> Any:
+        return await self._call(
             "enqueue",
             self._key("inv", invocation.id),
             invocation.id,
@@ -375,6 +386,7 @@ class RedisQueue(InvocationQueue):
             invocation.query,
             invocation.callback_url or "",
             _num(now),
+            "1" if once else "0",
         )
 
     async def lease(self, function: str, *, now: float, lease_seconds: float) -> Lease | None:

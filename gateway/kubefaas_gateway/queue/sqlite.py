@@ -270,11 +270,19 @@ class SQLiteQueue(InvocationQueue):
     # -- the queue --------------------------------------------------------------------
 
     async def enqueue(self, invocation: NewInvocation, *, now: float) -> None:
-        headers = json.dumps(dict(invocation.headers), separators=(",", ":"))
+        await self._enqueue(invocation, now=now, once=False)
 
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO invocations (id, function, status, body, headers, query, "
+    async def enqueue_once(self, invocation: NewInvocation, *, now: float) -> bool:
+        return await self._enqueue(invocation, now=now, once=True)
+
+    async def _enqueue(self, invocation: NewInvocation, *, now: float, once: bool) -> bool:
+        headers = json.dumps(dict(invocation.headers), separators=(",", ":"))
+        # An idempotent enqueue keeps the row stored first (docs/architecture.md, "Triggers").
+        verb = "INSERT OR IGNORE" if once else "INSERT"
+
+        def op(conn: sqlite3.Connection) -> bool:
+            cursor = conn.execute(
+                f"{verb} INTO invocations (id, function, status, body, headers, query, "
                 "callback_url, created_at, updated_at, series, series_started_at, visible_at) "
                 "VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, 0, ?, ?)",
                 (
@@ -290,8 +298,9 @@ class SQLiteQueue(InvocationQueue):
                     now,
                 ),
             )
+            return cursor.rowcount == 1
 
-        await self._run(op)
+        return await self._run(op)
 
     async def lease(self, function: str, *, now: float, lease_seconds: float) -> Lease | None:
         token = secrets.token_hex(16)
