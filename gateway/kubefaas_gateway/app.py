@@ -32,10 +32,11 @@ from kubefaas_gateway.backends.base import Backend
 from kubefaas_gateway.delivery import AsyncDelivery
 from kubefaas_gateway.invoker import Invoker
 from kubefaas_gateway.metrics import Metrics
+from kubefaas_gateway.observe import attach as attach_observability
 from kubefaas_gateway.queue import InvocationQueue, make_queue
 from kubefaas_gateway.queue.queue_metrics import AsyncMetrics
 from kubefaas_gateway.registry import FunctionRegistry
-from kubefaas_gateway.routers import admin, async_invoke, health, scrape, stats
+from kubefaas_gateway.routers import admin, async_invoke, health, observe, scrape, stats
 from kubefaas_gateway.routers.sync_invoke import InvokeRoute, is_invoke_path
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.signals import ScalingSignals
@@ -70,6 +71,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     stats.router,
     async_invoke.router,
     admin.router,
+    observe.router,
 )
 
 
@@ -113,7 +115,10 @@ def create_app(
         metrics=metrics,
         signals=signals,
         delivery=delivery,
+        observe=attach_observability(settings, backend, metrics),
     )
+    assert state.observe is not None
+    background = (*background, _observability_task)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -174,6 +179,11 @@ def tune_garbage_collector() -> None:
     """Process-wide GC settings for a gateway process; call once, just before serving."""
     gc.set_threshold(*GC_THRESHOLDS)
     gc.freeze()
+
+
+async def _observability_task(state: GatewayState) -> None:
+    assert state.observe is not None
+    await state.observe.run()
 
 
 async def _supervised(task: BackgroundTask, state: GatewayState) -> None:

@@ -54,7 +54,7 @@ from kubefaas_runtime.events import (
 )
 from kubefaas_runtime.execute import Executor
 from kubefaas_runtime.handler import HandlerInitError, LoadedHandler, load_handler
-from kubefaas_runtime.logs import LOGGER_NAME, install_record_factory
+from kubefaas_runtime.logs import LOGGER_NAME, install_record_factory, report_line, write_report
 from kubefaas_runtime.threads import HandlerThreads
 
 Scope = MutableMapping[str, Any]
@@ -107,6 +107,10 @@ class RuntimeApp:
         """Invocations received and not yet answered."""
         self.init_error: HandlerInitError | None = None
         self.init_seconds: float | None = None
+        self._init_reported = False
+        """Whether a REPORT line already carried the init duration (the cold start)."""
+        self.reports = settings.reports
+        """Whether each invocation ends with a REPORT line (docs/logs.md)."""
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -239,17 +243,18 @@ class RuntimeApp:
             elif name == b"content-length":
                 content_length = _to_int(value, -1)
         raw_id: bytes = request_id or _new_request_id()
+        attempt = _to_int(attempt_header, 1) if attempt_header else 1
 
         if self._init_failure is not None:
-            await _send(send, self._init_failure, raw_id, 0.0)
+            await self._answer(send, attempt, self._init_failure, raw_id, 0.0)
             return
         if content_length > self._max_body:
-            await _send(send, self._too_large(), raw_id, 0.0, close=True)
+            await self._answer(send, attempt, self._too_large(), raw_id, 0.0, close=True)
             return
         try:
             body = await self._read_body(receive)
         except _BodyTooLarge:
-            await _send(send, self._too_large(), raw_id, 0.0, close=True)
+            await self._answer(send, attempt, self._too_large(), raw_id, 0.0, close=True)
             return
         if body is None:  # the client went away
             return
@@ -264,10 +269,10 @@ class RuntimeApp:
         executor = self._executor
         if executor is None:  # a call that beat the init phase waits for it
             if not await _wait_event(self._initialized, budget):
-                await _send(send, timeout_reply(budget), raw_id, 0.0)
+                await self._answer(send, attempt, timeout_reply(budget), raw_id, 0.0)
                 return
             if self._init_failure is not None:
-                await _send(send, self._init_failure, raw_id, 0.0)
+                await self._answer(send, attempt, self._init_failure, raw_id, 0.0)
                 return
             executor = self._executor
             assert executor is not None
@@ -284,7 +289,7 @@ class RuntimeApp:
             invocation_type="async"
             if invocation_type in (b"async", b"Async", b"ASYNC")
             else "sync",
-            attempt=_to_int(attempt_header, 1) if attempt_header else 1,
+            attempt=attempt,
             tmp_dir=settings.tmp_dir,
             deadline_ms=deadline_ms,
         )
@@ -305,7 +310,36 @@ class RuntimeApp:
 
         started = time.perf_counter()
         reply = await executor.execute(event, context, budget)
-        await _send(send, reply, raw_id, time.perf_counter() - started)
+        await self._answer(send, attempt, reply, raw_id, time.perf_counter() - started)
+
+    async def _answer(
+        self,
+        send: Send,
+        attempt: int,
+        reply: Reply,
+        raw_id: bytes,
+        seconds: float,
+        *,
+        close: bool = False,
+    ) -> None:
+        """Send the reply, then end the invocation with its REPORT line."""
+        duration_text = b"%.3f" % (seconds * 1000)
+        await _send(send, reply, raw_id, duration_text, close=close)
+        if self.reports:
+            init_ms = None
+            if not self._init_reported and self.init_seconds is not None:
+                self._init_reported = True
+                init_ms = round(self.init_seconds * 1000, 1)
+            write_report(
+                report_line(
+                    request_id=raw_id.decode("latin-1"),
+                    duration_ms_text=duration_text,
+                    memory_mb=self.settings.memory_mb,
+                    status=reply.status,
+                    attempt=attempt,
+                    init_ms=init_ms,
+                )
+            )
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         """The request body, or None if the client disconnected.
@@ -383,12 +417,12 @@ def _to_int(raw: bytes | None, default: int) -> int:
 
 
 async def _send(
-    send: Send, reply: Reply, request_id: bytes, seconds: float, *, close: bool = False
+    send: Send, reply: Reply, request_id: bytes, duration_ms: bytes, *, close: bool = False
 ) -> None:
     status = reply.status
     headers = [
         (INVOCATION_ID, request_id),
-        (DURATION_MS, b"%.3f" % (seconds * 1000)),
+        (DURATION_MS, duration_ms),
     ]
     if reply.content_type is not None:
         headers.append((b"content-type", reply.content_type))
