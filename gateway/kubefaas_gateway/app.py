@@ -126,7 +126,7 @@ def create_app(
         try:
             await backend.start(tracker=tracker)
             try:
-                state.invoker = Invoker(
+                state.invoker = _invoker(
                     backend=backend,
                     tracker=tracker,
                     metrics=state.metrics,
@@ -179,6 +179,16 @@ def tune_garbage_collector() -> None:
     """Process-wide GC settings for a gateway process; call once, just before serving."""
     gc.set_threshold(*GC_THRESHOLDS)
     gc.freeze()
+
+
+def _invoker(**kwargs: Any) -> Invoker:
+    """The plain invoker, or the traced one when OTLP export is configured (tracing.py)."""
+    settings: Settings = kwargs["settings"]
+    if settings.otlp_endpoint:
+        from kubefaas_gateway.tracing import TracedInvoker, build_tracer
+
+        return TracedInvoker(tracer=build_tracer(settings), **kwargs)
+    return Invoker(**kwargs)
 
 
 async def _observability_task(state: GatewayState) -> None:

@@ -38,6 +38,7 @@ from kubefaas.wire import (
     FUNCTION_ERROR,
     INVOCATION_ID,
     INVOCATION_TYPE,
+    TRACEPARENT,
 )
 from kubefaas_runtime.config import EventFormat, Settings
 from kubefaas_runtime.context import Context
@@ -227,7 +228,7 @@ class RuntimeApp:
             self.inflight -= 1
 
     async def _invoke(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = deadline_header = invocation_type = attempt_header = None
+        request_id = deadline_header = invocation_type = attempt_header = traceparent = None
         content_length = -1
         for name, value in scope["headers"]:
             # Every wire header starts with x-: one slice skips the others cheaply.
@@ -242,6 +243,8 @@ class RuntimeApp:
                     attempt_header = value
             elif name == b"content-length":
                 content_length = _to_int(value, -1)
+            elif name == TRACEPARENT:
+                traceparent = value
         raw_id: bytes = request_id or _new_request_id()
         attempt = _to_int(attempt_header, 1) if attempt_header else 1
 
@@ -292,6 +295,7 @@ class RuntimeApp:
             attempt=attempt,
             tmp_dir=settings.tmp_dir,
             deadline_ms=deadline_ms,
+            traceparent=_traceparent(traceparent) if traceparent else None,
         )
         if self._http_format:
             client = scope.get("client")
@@ -390,6 +394,24 @@ def _new_request_id() -> bytes:
     raw[6] = (raw[6] & 0x0F) | 0x40
     raw[8] = (raw[8] & 0x3F) | 0x80
     return raw.hex().encode("ascii")
+
+
+_HEX = frozenset(b"0123456789abcdef")
+
+
+def _traceparent(raw: bytes) -> str | None:
+    """A valid W3C ``traceparent`` (version 00 layout) as text, else None."""
+    value = raw.strip().lower()
+    if len(value) < 55 or value[2:3] != b"-" or value[35:36] != b"-" or value[52:53] != b"-":
+        return None
+    version, trace_id, span_id, flags = value[:2], value[3:35], value[36:52], value[53:55]
+    if version == b"ff" or (len(value) > 55 and (version == b"00" or value[55:56] != b"-")):
+        return None
+    if not _HEX.issuperset(version + trace_id + span_id + flags):
+        return None
+    if trace_id == b"0" * 32 or span_id == b"0" * 16:
+        return None
+    return value.decode("ascii")
 
 
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
