@@ -167,6 +167,11 @@ class LineStream(io.TextIOBase):
     def fileno(self) -> int:
         return self._target.fileno()
 
+    @property
+    def buffer(self) -> Any:
+        """The real stream's bytes layer: what is written there is not tagged."""
+        return self._target.buffer
+
     def write(self, text: str) -> int:
         pending: str = getattr(self._local, "pending", "") + text
         if "\n" not in pending:
