@@ -19,10 +19,10 @@ $(STAMP): pyproject.toml cluster/pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the test tiers start for real (redis-server for the Redis queue backend,
-# nats-server for NATS JetStream queue triggers).
-# Installed only when missing; CI machines may be fresh.
-SYSTEM_PACKAGES := redis-server nats-server
+# Debian packages the test tiers start for real: redis-server (the Redis queue backend and
+# Redis Streams triggers), nats-server (NATS JetStream triggers), prometheus (`promtool check
+# rules` on the chart's alerts). Installed only when missing; CI machines may be fresh.
+SYSTEM_PACKAGES := redis-server nats-server prometheus
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -3,7 +3,10 @@
 Starts `python -m kubefaas_gateway.local_mode` over one trivial function, warms it, then loads
 the same runtime instance two ways in the same run, alternating: directly on its port, and
 through the gateway's `/function/...` route. Reports req/s, p50 and p99 for both at 1 and
-64 connections, and their ratio. With `taskset` the gateway gets CPU 0 to itself and the
+64 connections, and their ratio. In the same run, a second gateway with function logs and
+metering off (`KUBEFAAS_FUNCTION_LOGS=false`, `KUBEFAAS_METERING=false`, and no REPORT
+lines from its instance) is loaded the same way, for what logs + metering cost on the warm
+path (docs/logs.md). With `taskset` the gateway gets CPU 0 to itself and the
 instance and the load generator share CPU 1 (the setup of docs/architecture.md,
 "Measured facts": the proxy alone on one core). Uses `wrk` when installed, else an
 aiohttp closed-loop load generator (slower, so its figures are a floor). Loopback only,
@@ -56,7 +59,7 @@ class Run(NamedTuple):
 
 @dataclass
 class Figures:
-    target: str  # "direct" or "gateway"
+    target: str  # "direct", "gateway" or "gateway-off" (logs + metering off)
     connections: int
     requests_per_second: float
     p50_ms: float
@@ -250,16 +253,24 @@ def table(figures: list[Figures]) -> str:
     lines = [
         "| connections | direct req/s | gateway req/s | gateway/direct | direct p50 ms | "
         "gateway p50 ms | added p50 ms | direct p99 ms | gateway p99 ms | "
-        "gateway CPU µs/req | gateway req/s per CPU-s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "gateway CPU µs/req | gateway req/s per CPU-s | logs+metering off: req/s | "
+        "off p50 ms | off CPU µs/req | logs+metering CPU µs/req |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for connections in sorted({f.connections for f in figures}):
         d, g = by[("direct", connections)], by[("gateway", connections)]
+        o = by.get(("gateway-off", connections))
+        off = (
+            f"{o.requests_per_second:,.0f} | {o.p50_ms:.3f} | {o.cpu_us_per_request:.0f} | "
+            f"{g.cpu_us_per_request - o.cpu_us_per_request:+.0f} |"
+            if o is not None
+            else "- | - | - | - |"
+        )
         lines.append(
             f"| {connections} | {d.requests_per_second:,.0f} | {g.requests_per_second:,.0f} | "
             f"{g.requests_per_second / d.requests_per_second:.2f} | {d.p50_ms:.3f} | "
             f"{g.p50_ms:.3f} | {g.p50_ms - d.p50_ms:.3f} | {d.p99_ms:.3f} | {g.p99_ms:.3f} | "
-            f"{g.cpu_us_per_request:.0f} | {1e6 / g.cpu_us_per_request:,.0f} |"
+            f"{g.cpu_us_per_request:.0f} | {1e6 / g.cpu_us_per_request:,.0f} | {off}"
         )
     return "\n".join(lines)
 
@@ -279,18 +290,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         # gateway's CPU) nor remove the one whose port is loaded directly.
         scaling = {"maxScale": 1, "targetConcurrency": 1000, "scaleToZeroAfterSeconds": 0}
         write_function(folder, "bench", HANDLER, scaling=scaling)
+        quiet = Path(scratch) / "functions-quiet"
+        quiet.mkdir()
+        write_function(
+            quiet,
+            "bench",
+            HANDLER,
+            scaling=scaling,
+            env=[{"name": "KUBEFAAS_REPORTS", "value": "off"}],
+        )
         gateway = Gateway(folder, Path(scratch) / "state")
+        gateway_off = Gateway(
+            quiet,
+            Path(scratch) / "state-off",
+            env={"KUBEFAAS_FUNCTION_LOGS": "false", "KUBEFAAS_METERING": "false"},
+        )
         try:
             _, body = gateway.call("/function/bench")
             instance = json.loads(body)
             pin_process(instance["pid"], 1)
+            _, body = gateway_off.call("/function/bench")
+            pin_process(json.loads(body)["pid"], 1)
             direct_url = f"http://127.0.0.1:{instance['port']}/"
             gateway_url = f"{gateway.url}/function/bench"
-            load(gateway_url, 8, 1)  # warm both paths: connection pools, code
+            off_url = f"{gateway_off.url}/function/bench"
+            load(gateway_url, 8, 1)  # warm every path: connection pools, code
+            load(off_url, 8, 1)
             load(direct_url, 8, 1)
             targets = (
                 ("direct", direct_url, instance["pid"]),
                 ("gateway", gateway_url, gateway.process.pid),
+                ("gateway-off", off_url, gateway_off.process.pid),
             )
             load_before = os.getloadavg()[0]
             results: dict[tuple[str, int], list[tuple[Run, float]]] = {}
@@ -303,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_after = os.getloadavg()[0]
         finally:
             gateway.stop()
+            gateway_off.stop()
     figures = [median_figures(t, c, runs) for (t, c), runs in results.items()]
     info = machine()
     print(

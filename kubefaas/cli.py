@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--port", type=int, default=limits.GATEWAY_PORT, help="port to listen on")
     gateway.set_defaults(handler=_cmd_gateway)
 
+    from kubefaas.observe_cli import add_commands as add_observe_commands
+
+    add_observe_commands(commands)  # logs, usage
+
     commands.add_parser(
         "dlq",
         help="list, redrive or purge dead-lettered async invocations",

@@ -21,6 +21,10 @@ DEADLINE_MS: Final = b"x-deadline-ms"
 INVOCATION_TYPE: Final = b"x-invocation-type"
 ATTEMPT: Final = b"x-attempt"
 
+# Caller -> gateway -> runtime, when the caller traces (W3C Trace Context): passed through,
+# or replaced by the gateway's own span when OpenTelemetry export is on (docs/logs.md).
+TRACEPARENT: Final = b"traceparent"
+
 # Runtime -> gateway, on every answer.
 DURATION_MS: Final = b"x-duration-ms"
 FUNCTION_ERROR: Final = b"x-function-error"
@@ -36,3 +40,4 @@ ATTEMPT_NAME: Final = "X-Attempt"
 DURATION_MS_NAME: Final = "X-Duration-Ms"
 FUNCTION_ERROR_NAME: Final = "X-Function-Error"
 COLD_START_NAME: Final = "X-Cold-Start"
+TRACEPARENT_NAME: Final = "traceparent"

@@ -32,10 +32,11 @@ from kubefaas_gateway.backends.base import Backend
 from kubefaas_gateway.delivery import AsyncDelivery
 from kubefaas_gateway.invoker import Invoker
 from kubefaas_gateway.metrics import Metrics
+from kubefaas_gateway.observe import attach as attach_observability
 from kubefaas_gateway.queue import InvocationQueue, make_queue
 from kubefaas_gateway.queue.queue_metrics import AsyncMetrics
 from kubefaas_gateway.registry import FunctionRegistry
-from kubefaas_gateway.routers import admin, async_invoke, health, scrape, stats, triggers
+from kubefaas_gateway.routers import admin, async_invoke, health, observe, scrape, stats, triggers
 from kubefaas_gateway.routers.sync_invoke import InvokeRoute, is_invoke_path
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.signals import ScalingSignals
@@ -72,6 +73,7 @@ ROUTERS: tuple[APIRouter, ...] = (
     async_invoke.router,
     admin.router,
     triggers.router,
+    observe.router,
 )
 
 
@@ -116,7 +118,10 @@ def create_app(
         signals=signals,
         delivery=delivery,
         triggers=TriggerBoard(metrics.registry),
+        observe=attach_observability(settings, backend, metrics),
     )
+    assert state.observe is not None
+    background = (*background, _observability_task)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -124,7 +129,7 @@ def create_app(
         try:
             await backend.start(tracker=tracker)
             try:
-                state.invoker = Invoker(
+                state.invoker = _invoker(
                     backend=backend,
                     tracker=tracker,
                     metrics=state.metrics,
@@ -177,6 +182,21 @@ def tune_garbage_collector() -> None:
     """Process-wide GC settings for a gateway process; call once, just before serving."""
     gc.set_threshold(*GC_THRESHOLDS)
     gc.freeze()
+
+
+def _invoker(**kwargs: Any) -> Invoker:
+    """The plain invoker, or the traced one when OTLP export is configured (tracing.py)."""
+    settings: Settings = kwargs["settings"]
+    if settings.otlp_endpoint:
+        from kubefaas_gateway.tracing import TracedInvoker, build_tracer
+
+        return TracedInvoker(tracer=build_tracer(settings), **kwargs)
+    return Invoker(**kwargs)
+
+
+async def _observability_task(state: GatewayState) -> None:
+    assert state.observe is not None
+    await state.observe.run()
 
 
 async def _supervised(task: BackgroundTask, state: GatewayState) -> None:

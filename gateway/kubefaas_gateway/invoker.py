@@ -332,6 +332,7 @@ class Invoker:
         instance_id: str,
         started: float,
     ) -> InvocationResponse:
+        self._metrics.bill(fn, upstream.raw_headers, cold_start)  # docs/logs.md, "Metering"
         status = upstream.status
         function_error = _function_error(upstream.headers)
         if function_error is not None:

@@ -9,7 +9,8 @@ backend when Prometheus scrapes. Each app owns its `CollectorRegistry`, so sever
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -19,6 +20,9 @@ from kubefaas.api import Function
 from kubefaas_gateway.backends.base import Backend
 from kubefaas_gateway.signals import ScalingSignals
 from kubefaas_gateway.tracker import Tracker
+
+if TYPE_CHECKING:
+    from kubefaas_gateway.metering import Metering
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -146,6 +150,13 @@ class Metrics:
         )
         self._children: dict[tuple[str, int, str], tuple[Counter, Histogram]] = {}
         self._throttled_children: dict[str, Counter] = {}
+        self.meter: Metering | None = None
+        """Usage metering, when on (`observe.attach`; docs/logs.md)."""
+
+    def bill(self, fn: Function, headers: Sequence[tuple[bytes, bytes]], cold_start: bool) -> None:
+        """Bill one invocation the runtime answered (no-op with metering off)."""
+        if self.meter is not None:
+            self.meter.bill(fn, headers, cold_start)
 
     def record(self, fn: Function, code: int, kind: str, seconds: float) -> None:
         """Count one answered invocation of `fn` with HTTP `code`, `kind` sync or async."""

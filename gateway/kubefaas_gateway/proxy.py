@@ -66,6 +66,8 @@ class UpstreamResponse(NamedTuple):
     # Raw header pairs as received, minus hop-by-hop and the ones the gateway sets again.
     headers: list[tuple[bytes, bytes]]
     body: bytes
+    # Every header pair as received (the runtime's X-Duration-Ms is billed from it).
+    raw_headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 class ForwardedRequest(aiohttp.ClientRequest):
@@ -157,7 +159,7 @@ async def forward(
         ) as response:
             payload = await response.read()
             kept = [pair for pair in response.raw_headers if pair[0].lower() not in _RESPONSE_SKIP]
-            return UpstreamResponse(response.status, kept, payload)
+            return UpstreamResponse(response.status, kept, payload, response.raw_headers)
     except TimeoutError:
         raise
     except aiohttp.ClientConnectorError as exc:

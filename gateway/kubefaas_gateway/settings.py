@@ -93,6 +93,19 @@ class Settings(BaseSettings):
     """`KUBEFAAS_SHUTDOWN_TIMEOUT_SECONDS`, default 10: on SIGTERM, in-flight requests may
     finish for this long before the gateway closes their connections."""
 
+    function_logs: bool = True
+    """`KUBEFAAS_FUNCTION_LOGS`, default true: local mode keeps what instances print in
+    `<state_dir>/function-logs.sqlite3` for `kubefaas logs` (docs/logs.md)."""
+
+    metering: bool = True
+    """`KUBEFAAS_METERING`, default true: count requests, GB-seconds and cold starts per
+    function and keep them in `<state_dir>/usage.sqlite3` (`GET /system/usage`)."""
+
+    otlp_endpoint: str | None = None
+    """`KUBEFAAS_OTLP_ENDPOINT`, default unset (no spans, nothing imported): OTLP/HTTP
+    collector base URL (e.g. `http://127.0.0.1:4318`) for the gateway's OpenTelemetry spans
+    (docs/logs.md, "Tracing"; needs the `tracing` extra)."""
+
     # -- async invocations (docs/architecture.md, "Queue semantics") -------------------
 
     redis_url: str | None = None

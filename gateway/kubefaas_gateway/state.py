@@ -18,6 +18,7 @@ from kubefaas_gateway.backends.base import Backend
 from kubefaas_gateway.delivery import AsyncDelivery
 from kubefaas_gateway.invoker import Invoker
 from kubefaas_gateway.metrics import Metrics
+from kubefaas_gateway.observe import Observability
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.signals import ScalingSignals
@@ -35,6 +36,7 @@ class GatewayState:
     signals: ScalingSignals
     delivery: AsyncDelivery
     triggers: TriggerBoard
+    observe: Observability | None = None
     # Set while the lifespan runs.
     session: aiohttp.ClientSession | None = None
     invoker: Invoker | None = None

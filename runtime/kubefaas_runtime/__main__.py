@@ -11,7 +11,7 @@ import os
 import sys
 
 from kubefaas_runtime.config import ConfigError, Settings
-from kubefaas_runtime.logs import setup_runtime_logging
+from kubefaas_runtime.logs import capture_std_streams, set_identity, setup_runtime_logging
 from kubefaas_runtime.server import run
 
 EXIT_BAD_CONFIG = 2
@@ -24,7 +24,12 @@ def main() -> int:
     except ConfigError as exc:
         print(f"kubefaas_runtime: invalid configuration: {exc}", file=sys.stderr)
         return EXIT_BAD_CONFIG
+    set_identity(
+        function=f"{settings.function_namespace}/{settings.function_name}",
+        instance=settings.instance_id,
+    )
     setup_runtime_logging()
+    capture_std_streams()  # before the user module is imported: its prints are tagged too
     # Handlers find their scratch space through TMPDIR (tempfile) or context.tmp_dir;
     # make sure both name the same existing folder.
     os.environ["TMPDIR"] = settings.tmp_dir

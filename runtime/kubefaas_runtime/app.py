@@ -38,6 +38,7 @@ from kubefaas.wire import (
     FUNCTION_ERROR,
     INVOCATION_ID,
     INVOCATION_TYPE,
+    TRACEPARENT,
 )
 from kubefaas_runtime.config import EventFormat, Settings
 from kubefaas_runtime.context import Context
@@ -54,7 +55,7 @@ from kubefaas_runtime.events import (
 )
 from kubefaas_runtime.execute import Executor
 from kubefaas_runtime.handler import HandlerInitError, LoadedHandler, load_handler
-from kubefaas_runtime.logs import LOGGER_NAME, install_record_factory
+from kubefaas_runtime.logs import LOGGER_NAME, install_record_factory, report_line, write_report
 from kubefaas_runtime.threads import HandlerThreads
 
 Scope = MutableMapping[str, Any]
@@ -107,6 +108,10 @@ class RuntimeApp:
         """Invocations received and not yet answered."""
         self.init_error: HandlerInitError | None = None
         self.init_seconds: float | None = None
+        self._init_reported = False
+        """Whether a REPORT line already carried the init duration (the cold start)."""
+        self.reports = settings.reports
+        """Whether each invocation ends with a REPORT line (docs/logs.md)."""
 
     # --- lifecycle ----------------------------------------------------------------
 
@@ -223,7 +228,7 @@ class RuntimeApp:
             self.inflight -= 1
 
     async def _invoke(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request_id = deadline_header = invocation_type = attempt_header = None
+        request_id = deadline_header = invocation_type = attempt_header = traceparent = None
         content_length = -1
         for name, value in scope["headers"]:
             # Every wire header starts with x-: one slice skips the others cheaply.
@@ -238,18 +243,21 @@ class RuntimeApp:
                     attempt_header = value
             elif name == b"content-length":
                 content_length = _to_int(value, -1)
+            elif name == TRACEPARENT:
+                traceparent = value
         raw_id: bytes = request_id or _new_request_id()
+        attempt = _to_int(attempt_header, 1) if attempt_header else 1
 
         if self._init_failure is not None:
-            await _send(send, self._init_failure, raw_id, 0.0)
+            await self._answer(send, attempt, self._init_failure, raw_id, 0.0)
             return
         if content_length > self._max_body:
-            await _send(send, self._too_large(), raw_id, 0.0, close=True)
+            await self._answer(send, attempt, self._too_large(), raw_id, 0.0, close=True)
             return
         try:
             body = await self._read_body(receive)
         except _BodyTooLarge:
-            await _send(send, self._too_large(), raw_id, 0.0, close=True)
+            await self._answer(send, attempt, self._too_large(), raw_id, 0.0, close=True)
             return
         if body is None:  # the client went away
             return
@@ -264,10 +272,10 @@ class RuntimeApp:
         executor = self._executor
         if executor is None:  # a call that beat the init phase waits for it
             if not await _wait_event(self._initialized, budget):
-                await _send(send, timeout_reply(budget), raw_id, 0.0)
+                await self._answer(send, attempt, timeout_reply(budget), raw_id, 0.0)
                 return
             if self._init_failure is not None:
-                await _send(send, self._init_failure, raw_id, 0.0)
+                await self._answer(send, attempt, self._init_failure, raw_id, 0.0)
                 return
             executor = self._executor
             assert executor is not None
@@ -284,9 +292,10 @@ class RuntimeApp:
             invocation_type="async"
             if invocation_type in (b"async", b"Async", b"ASYNC")
             else "sync",
-            attempt=_to_int(attempt_header, 1) if attempt_header else 1,
+            attempt=attempt,
             tmp_dir=settings.tmp_dir,
             deadline_ms=deadline_ms,
+            traceparent=_traceparent(traceparent) if traceparent else None,
         )
         if self._http_format:
             client = scope.get("client")
@@ -305,7 +314,36 @@ class RuntimeApp:
 
         started = time.perf_counter()
         reply = await executor.execute(event, context, budget)
-        await _send(send, reply, raw_id, time.perf_counter() - started)
+        await self._answer(send, attempt, reply, raw_id, time.perf_counter() - started)
+
+    async def _answer(
+        self,
+        send: Send,
+        attempt: int,
+        reply: Reply,
+        raw_id: bytes,
+        seconds: float,
+        *,
+        close: bool = False,
+    ) -> None:
+        """Send the reply, then end the invocation with its REPORT line."""
+        duration_text = b"%.3f" % (seconds * 1000)
+        await _send(send, reply, raw_id, duration_text, close=close)
+        if self.reports:
+            init_ms = None
+            if not self._init_reported and self.init_seconds is not None:
+                self._init_reported = True
+                init_ms = round(self.init_seconds * 1000, 1)
+            write_report(
+                report_line(
+                    request_id=raw_id.decode("latin-1"),
+                    duration_ms_text=duration_text,
+                    memory_mb=self.settings.memory_mb,
+                    status=reply.status,
+                    attempt=attempt,
+                    init_ms=init_ms,
+                )
+            )
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         """The request body, or None if the client disconnected.
@@ -358,6 +396,24 @@ def _new_request_id() -> bytes:
     return raw.hex().encode("ascii")
 
 
+_HEX = frozenset(b"0123456789abcdef")
+
+
+def _traceparent(raw: bytes) -> str | None:
+    """A valid W3C ``traceparent`` (version 00 layout) as text, else None."""
+    value = raw.strip().lower()
+    if len(value) < 55 or value[2:3] != b"-" or value[35:36] != b"-" or value[52:53] != b"-":
+        return None
+    version, trace_id, span_id, flags = value[:2], value[3:35], value[36:52], value[53:55]
+    if version == b"ff" or (len(value) > 55 and (version == b"00" or value[55:56] != b"-")):
+        return None
+    if not _HEX.issuperset(version + trace_id + span_id + flags):
+        return None
+    if trace_id == b"0" * 32 or span_id == b"0" * 16:
+        return None
+    return value.decode("ascii")
+
+
 def _resolve(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_result(value)
@@ -383,12 +439,12 @@ def _to_int(raw: bytes | None, default: int) -> int:
 
 
 async def _send(
-    send: Send, reply: Reply, request_id: bytes, seconds: float, *, close: bool = False
+    send: Send, reply: Reply, request_id: bytes, duration_ms: bytes, *, close: bool = False
 ) -> None:
     status = reply.status
     headers = [
         (INVOCATION_ID, request_id),
-        (DURATION_MS, b"%.3f" % (seconds * 1000)),
+        (DURATION_MS, duration_ms),
     ]
     if reply.content_type is not None:
         headers.append((b"content-type", reply.content_type))

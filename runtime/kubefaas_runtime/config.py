@@ -10,6 +10,7 @@ surfacing later as a confusing failure inside an invocation.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -87,6 +88,12 @@ class Settings:
     connections while /healthz already answers 503."""
     max_threads: int = DEFAULT_MAX_THREADS
     """``KUBEFAAS_MAX_THREADS``: size of the pool that runs sync handlers."""
+    reports: bool = True
+    """``KUBEFAAS_REPORTS``, default on (``0``/``false``/``off`` turn it off): end each
+    invocation with a REPORT line."""
+    instance_id: str = ""
+    """``KUBEFAAS_INSTANCE_ID``, else ``HOSTNAME`` (the pod name on Kubernetes), else the
+    host name and process id: tags every log line (docs/logs.md)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -120,6 +127,11 @@ class Settings:
                 allow_zero=True,
             ),
             max_threads=_integer(env, "KUBEFAAS_MAX_THREADS", DEFAULT_MAX_THREADS, low=1),
+            reports=text("KUBEFAAS_REPORTS", "1").lower() not in ("0", "false", "off", "no"),
+            instance_id=text(
+                "KUBEFAAS_INSTANCE_ID",
+                text("HOSTNAME", f"{socket.gethostname()}-{os.getpid()}"),
+            ),
         )
 
 

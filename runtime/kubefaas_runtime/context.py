@@ -19,6 +19,8 @@ class Context:
     event from 1 (async retries raise it); ``deadline_ms`` is the epoch millisecond after
     which the caller has been answered 504; ``tmp_dir`` is the instance's private scratch
     directory, which survives between invocations on this instance only.
+    ``traceparent`` is the W3C Trace Context header the invocation came with (None when
+    the caller does not trace, or sent a malformed one); ``trace_id`` is its trace id.
     """
 
     __slots__ = (
@@ -31,6 +33,7 @@ class Context:
         "memory_limit_in_mb",
         "request_id",
         "tmp_dir",
+        "traceparent",
     )
 
     # Lambda handlers sometimes read these; kubefaas has neither, so they are None.
@@ -49,6 +52,7 @@ class Context:
         attempt: int,
         tmp_dir: str,
         deadline_ms: int,
+        traceparent: str | None = None,
     ) -> None:
         self.request_id = request_id
         self.function_name = function_name
@@ -59,6 +63,12 @@ class Context:
         self.attempt = attempt
         self.tmp_dir = tmp_dir
         self.deadline_ms = deadline_ms
+        self.traceparent = traceparent
+
+    @property
+    def trace_id(self) -> str | None:
+        """The 32 hex digits of the W3C trace id, or None."""
+        return self.traceparent[3:35] if self.traceparent else None
 
     @property
     def aws_request_id(self) -> str:

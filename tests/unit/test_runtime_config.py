@@ -45,6 +45,8 @@ def test_every_variable_is_read() -> None:
             "TMPDIR": "/scratch",
             "KUBEFAAS_DRAIN_GRACE_SECONDS": "0",
             "KUBEFAAS_MAX_THREADS": "4",
+            "KUBEFAAS_INSTANCE_ID": "pod-1",
+            "KUBEFAAS_REPORTS": "off",
         }
     )
     assert settings == Settings(
@@ -62,7 +64,13 @@ def test_every_variable_is_read() -> None:
         tmp_dir="/scratch",
         drain_grace_seconds=0,
         max_threads=4,
+        instance_id="pod-1",
+        reports=False,
     )
+
+
+def test_instance_id_falls_back_to_the_pod_name() -> None:
+    assert Settings.from_env({"HOSTNAME": "hello-5d9f-abcde"}).instance_id == "hello-5d9f-abcde"
 
 
 def test_empty_values_count_as_unset() -> None:

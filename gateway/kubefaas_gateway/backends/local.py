@@ -44,6 +44,7 @@ from kubefaas_gateway.backends.local_process import (
     LOOPBACK,
     PROBE_TIMEOUT_SECONDS,
     LocalInstance,
+    OutputSink,
     child_setup,
     free_port,
     instance_environment,
@@ -86,6 +87,8 @@ class LocalBackend:
         self._background: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._turns = itertools.count()
+        self.output_sink: OutputSink | None = None
+        """Where instance output goes besides the gateway log (set by `observe.attach`)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -278,7 +281,9 @@ class LocalBackend:
             instance.process = await asyncio.create_subprocess_exec(
                 *command,
                 cwd=code_dir,
-                env=instance_environment(fn, port=port, code_dir=code_dir, tmp=instance.tmp_dir),
+                env=instance_environment(
+                    fn, port=port, code_dir=code_dir, tmp=instance.tmp_dir, instance_id=instance.id
+                ),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
@@ -288,7 +293,7 @@ class LocalBackend:
             shutil.rmtree(instance.tmp_dir, ignore_errors=True)
             raise NoCapacity(f"cannot run the runtime {command[0]!r}: {exc}") from exc
         pool.members.append(instance)
-        pump = asyncio.get_running_loop().create_task(pump_output(instance))
+        pump = asyncio.get_running_loop().create_task(pump_output(instance, self.output_sink))
         instance.tasks = [pump]
         instance.tasks.append(
             asyncio.get_running_loop().create_task(self._watch(pool, instance, pump))

@@ -96,7 +96,9 @@ class LocalInstance(Instance):
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-def instance_environment(fn: Function, *, port: int, code_dir: Path, tmp: Path) -> dict[str, str]:
+def instance_environment(
+    fn: Function, *, port: int, code_dir: Path, tmp: Path, instance_id: str = ""
+) -> dict[str, str]:
     """The runtime launch contract; the gateway's own KUBEFAAS_* settings (the admin
     token among them) are not passed on, and user variables cannot override it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEFAAS_")}
@@ -114,6 +116,7 @@ def instance_environment(fn: Function, *, port: int, code_dir: Path, tmp: Path) 
         {
             "HOST": LOOPBACK,
             "KUBEFAAS_DRAIN_GRACE_SECONDS": LOCAL_DRAIN_GRACE_SECONDS,
+            "KUBEFAAS_INSTANCE_ID": instance_id,
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
         }
@@ -165,7 +168,12 @@ async def wait_healthy(
         await asyncio.sleep(interval)
 
 
-async def pump_output(instance: LocalInstance) -> None:
+OutputSink = Callable[[str, str, list[str]], None]
+"""`(function key, instance id, lines)`: where captured instance output goes besides the
+gateway log (the function log store, docs/logs.md)."""
+
+
+async def pump_output(instance: LocalInstance, sink: OutputSink | None = None) -> None:
     """Relay the instance's output to the gateway log, keeping the last lines."""
     assert instance.process is not None
     assert instance.process.stdout is not None
@@ -177,11 +185,15 @@ async def pump_output(instance: LocalInstance) -> None:
         if not chunk:
             break
         *lines, pending = (pending + chunk).split(b"\n")
-        for raw in lines:
-            line = raw.decode("utf-8", "replace").rstrip("\r")
+        texts = [raw.decode("utf-8", "replace").rstrip("\r") for raw in lines]
+        for line in texts:
             instance.output_tail.append(line)
             function_log.info("%s %s", prefix, line)
+        if sink is not None and texts:
+            sink(instance.function_key, instance.id, texts)
     if pending:
         line = pending.decode("utf-8", "replace")
         instance.output_tail.append(line)
         function_log.info("%s %s", prefix, line)
+        if sink is not None:
+            sink(instance.function_key, instance.id, [line])

@@ -38,6 +38,7 @@ from kubefaas_gateway.errors import (
 from kubefaas_gateway.inbound import ClientDisconnected, forward_headers, read_body
 from kubefaas_gateway.invoker import new_invocation_id
 from kubefaas_gateway.routers.json_errors import GatewayRoute, error_json
+from kubefaas_gateway.routers.observe import with_log_tails
 from kubefaas_gateway.state import GatewayState
 
 log = logging.getLogger("kubefaas.gateway.async")
@@ -131,11 +132,13 @@ def _callback_url(request: Request) -> str | None:
 
 
 @router.get("/invocations/{invocation_id}")
-async def get_invocation(invocation_id: str, delivery: DeliveryDep) -> dict[str, Any]:
+async def get_invocation(
+    invocation_id: str, delivery: DeliveryDep, state: StateDep
+) -> dict[str, Any]:
     """Status, attempts and result (or error) of one async invocation."""
     record = await delivery.queue.get(invocation_id)
     if record is None:
         raise InvocationNotFound(
             f"no async invocation {invocation_id} (unknown, or its record expired)"
         )
-    return record.to_json()
+    return await with_log_tails(record.to_json(), state)
