@@ -89,3 +89,11 @@ ASYNC_BODY_LIMIT_BYTES: Final = 1 * 1024 * 1024
 INLINE_CODE_MAX_BYTES: Final = 900 * 1024
 INLINE_CODE_MAX_FILES: Final = 64
 ENV_MAX_ITEMS: Final = 100
+
+# Invoke auth (docs/security.md): JWT exp/nbf leeway, and the Secret a `token` Function
+# without `spec.auth.token.secretName` takes its keys from (one per namespace).
+JWT_LEEWAY_DEFAULT_SECONDS: Final = 30
+JWT_LEEWAY_MAX_SECONDS: Final = 300
+INVOKE_TOKEN_SECRET_DEFAULT: Final = "kubefaas-invoke-tokens"
+# Lambda: 6 MB synchronous response.
+RESPONSE_LIMIT_BYTES: Final = 6 * 1024 * 1024

@@ -30,6 +30,7 @@ from kubefaas_gateway.app import create_app
 from kubefaas_gateway.backends.kubernetes import KubernetesBackend, ProbeFn
 from kubefaas_gateway.kube_async import Kube
 from kubefaas_gateway.registry import FunctionRegistry
+from kubefaas_gateway.secrets import KubeSecrets
 from kubefaas_gateway.serve import serve
 from kubefaas_gateway.settings import Settings
 
@@ -48,7 +49,7 @@ def build_app(
     scales). `kube` and `probe` replace the API client and the pod health check (tests)."""
     registry = FunctionRegistry()
     backend = KubernetesBackend(settings=settings, registry=registry, kube=kube, probe=probe)
-    return create_app(settings, backend, registry)
+    return create_app(settings, backend, registry, secrets=KubeSecrets(lambda: backend.kube))
 
 
 def serve_cluster(*, host: str, port: int) -> int:

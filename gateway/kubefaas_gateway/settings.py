@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -48,6 +48,23 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     """`KUBEFAAS_ADMIN_TOKEN`, default unset: bearer token for admin routes
     (`/system/dead-letters`); while unset those routes answer 403 saying how to set it."""
+
+    auth_default: Literal["none", "token"] = "none"
+    """`KUBEFAAS_AUTH_DEFAULT`, default `none` (the chart sets `token`): invoke auth of a
+    Function that has no `spec.auth` (docs/security.md)."""
+
+    secrets_dir: Path | None = None
+    """`KUBEFAAS_SECRETS_DIR`, default unset: local mode reads Secrets (invoke keys, JWT
+    public keys) from `<dir>/<namespace>/<name>/<key>`; `kubefaas local DIR` uses
+    `DIR/secrets` when this is unset. In a cluster Secrets come from the API."""
+
+    secret_cache_seconds: float = Field(default=10.0, gt=0)
+    """`KUBEFAAS_SECRET_CACHE_SECONDS`, default 10: how long a Secret read for invoke auth
+    is kept; a rotated key is accepted (or a removed one refused) within this."""
+
+    metrics_token: SecretStr | None = None
+    """`KUBEFAAS_METRICS_TOKEN`, default unset (open): when set, `/metrics` and
+    `/internal/stats` need `Authorization: Bearer <token>` (or the admin token)."""
 
     default_namespace: str = DEFAULT_NAMESPACE
     """`KUBEFAAS_DEFAULT_NAMESPACE`, default `default`: namespace of `/function/{name}`."""

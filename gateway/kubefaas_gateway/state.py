@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from kubefaas_gateway.auth import Authenticator
 from kubefaas_gateway.backends.base import Backend
 from kubefaas_gateway.delivery import AsyncDelivery
 from kubefaas_gateway.invoker import Invoker
@@ -33,6 +34,7 @@ class GatewayState:
     metrics: Metrics
     signals: ScalingSignals
     delivery: AsyncDelivery
+    auth: Authenticator
     # Set while the lifespan runs.
     session: aiohttp.ClientSession | None = None
     invoker: Invoker | None = None

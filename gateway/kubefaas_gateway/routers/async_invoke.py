@@ -83,6 +83,7 @@ async def _accept(
         return error_json(FunctionNotFound(f"function {key} not found"), invocation_id)
     limit = state.settings.async_body_limit_bytes
     try:
+        await state.auth.check(fn, request.scope["headers"])
         callback_url = _callback_url(request)
         headers, length = forward_headers(request.scope)
         body = await read_body(request.receive, length=length, limit=limit, kind="async")
@@ -131,11 +132,20 @@ def _callback_url(request: Request) -> str | None:
 
 
 @router.get("/invocations/{invocation_id}")
-async def get_invocation(invocation_id: str, delivery: DeliveryDep) -> dict[str, Any]:
-    """Status, attempts and result (or error) of one async invocation."""
+async def get_invocation(
+    invocation_id: str, request: Request, state: StateDep, delivery: DeliveryDep
+) -> dict[str, Any]:
+    """Status, attempts and result (or error) of one async invocation; it needs the
+    credential its function's invoke needs, or the admin token (docs/security.md)."""
     record = await delivery.queue.get(invocation_id)
     if record is None:
         raise InvocationNotFound(
             f"no async invocation {invocation_id} (unknown, or its record expired)"
         )
+    await state.auth.check_record(
+        state.registry.get(record.function),
+        record.function,
+        request.scope["headers"],
+        admin_token=state.settings.admin_token,
+    )
     return record.to_json()
