@@ -75,6 +75,27 @@ class Settings(BaseSettings):
     async_body_limit_bytes: int = Field(default=limits.ASYNC_BODY_LIMIT_BYTES, ge=0)
     """`KUBEFAAS_ASYNC_BODY_LIMIT_BYTES`, default 1 MiB: larger async requests get 413."""
 
+    max_url_bytes: int = Field(default=8192, ge=256)
+    """`KUBEFAAS_MAX_URL_BYTES`, default 8192: longer request URLs are answered 414."""
+
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    """`KUBEFAAS_MAX_HEADER_BYTES`, default 32 KiB: a larger request header section is
+    answered 431 as soon as it crosses the limit (never buffered whole)."""
+
+    max_header_count: int = Field(default=100, ge=8)
+    """`KUBEFAAS_MAX_HEADER_COUNT`, default 100: requests with more header fields get 431."""
+
+    response_limit_bytes: int = Field(default=limits.RESPONSE_LIMIT_BYTES, ge=0)
+    """`KUBEFAAS_RESPONSE_LIMIT_BYTES`, default 6 MiB: a function answer larger than this is
+    refused while it streams in (502 `ResponseTooLarge`), never held whole."""
+
+    keepalive_timeout_seconds: int = Field(default=5, ge=1)
+    """`KUBEFAAS_KEEPALIVE_TIMEOUT_SECONDS`, default 5: idle client connections close after."""
+
+    max_connections: int | None = Field(default=None, ge=1)
+    """`KUBEFAAS_MAX_CONNECTIONS`, default unset: past this many open connections and
+    in-flight requests, new ones are answered 503 by the server."""
+
     deadline_grace_seconds: float = Field(default=1.0, ge=0)
     """`KUBEFAAS_DEADLINE_GRACE_SECONDS`, default 1.0: how long past an invocation's
     deadline the gateway still waits for the runtime's own 504 before it gives up."""
