@@ -163,6 +163,14 @@ class Settings(BaseSettings):
     enqueued or redriven here, and retries scheduled here, wake it at once; so the idle
     cost is one queue read per function per interval, not a busy poll."""
 
+    async_queue_max_per_function: int = Field(default=100_000, ge=1)
+    """`KUBEFAAS_ASYNC_QUEUE_MAX_PER_FUNCTION`, default 100000: async events one function
+    may have queued or in flight; past it submits get 429 `QueueFull`, nothing stored."""
+
+    async_queue_max_total: int = Field(default=1_000_000, ge=1)
+    """`KUBEFAAS_ASYNC_QUEUE_MAX_TOTAL`, default 1000000: events the whole queue may hold;
+    past it submits get 507 `QueueStorageFull`, nothing stored."""
+
     async_stats_interval_seconds: float = Field(default=5.0, gt=0)
     """`KUBEFAAS_ASYNC_STATS_INTERVAL_SECONDS`, default 5: how often queue depth, oldest
     event age and leases in flight are refreshed for `/metrics`."""

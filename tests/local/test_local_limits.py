@@ -104,3 +104,36 @@ def test_a_function_answer_over_the_response_limit_is_502_response_too_large(
     assert "1048576" in refused.json()["error"]["message"]
     assert gateway.invoke("big", {"size": 1000_000}).status_code == 200
     assert gateway.sample("kubefaas_gateway_refused_requests_total", reason="response_size") == 1
+
+
+SLOW = "import time\n\ndef handler(event, context):\n    time.sleep(30)\n"
+
+
+def test_async_quotas_refuse_before_storing(
+    manifest_dir: ManifestDir, start_gateway: Callable[..., RunningGateway]
+) -> None:
+    manifest_dir.add_function("slow", SLOW, timeoutSeconds=60)
+    manifest_dir.add_function("other", SLOW, timeoutSeconds=60)
+    gateway = start_gateway(
+        manifest_dir.path,
+        env={
+            "KUBEFAAS_ASYNC_QUEUE_MAX_PER_FUNCTION": "2",
+            "KUBEFAAS_ASYNC_QUEUE_MAX_TOTAL": "3",
+            "KUBEFAAS_ASYNC_STATS_INTERVAL_SECONDS": "3600",  # only this gateway's count
+        },
+    )
+    submit = gateway.client.post
+    assert [submit("/async-function/slow", json={}).status_code for _ in range(2)] == [202, 202]
+    full = submit("/async-function/slow", json={})
+    assert full.status_code == 429
+    assert full.json()["error"]["type"] == "QueueFull"
+    assert full.headers["retry-after"] == "5"
+    assert submit("/async-function/other", json={}).status_code == 202
+    storage = submit("/async-function/other", json={})
+    assert storage.status_code == 507
+    assert storage.json()["error"]["type"] == "QueueStorageFull"
+    # Nothing of the refused was stored: its id is unknown.
+    invocation = storage.json()["error"]["invocationId"]
+    assert gateway.client.get(f"/invocations/{invocation}").status_code == 404
+    assert gateway.sample("kubefaas_gateway_refused_requests_total", reason="queue_function") == 1
+    assert gateway.sample("kubefaas_gateway_refused_requests_total", reason="queue_total") == 1

@@ -103,6 +103,10 @@ async def _accept(
             callback_url=callback_url,
             invocation_id=invocation_id,
         )
+    except InvocationError as error:  # a queue quota: nothing was stored
+        if state.invoker is not None:
+            state.invoker.record_rejected(fn, error.status, "async")
+        return error_json(error, invocation_id)
     except Exception as exc:
         # No 202 without a stored event: the caller learns to try again.
         log.exception("could not store async invocation %s of %s", invocation_id, fn.key)
