@@ -80,6 +80,8 @@ def release(cluster: Cluster) -> Iterator[Release]:
     try:
         values = {
             "watchNamespaces": [functions_namespace],
+            # These tests are about everything but invoke auth (docs/security.md).
+            "auth": {"default": "none"},
             "gateway": {"defaultNamespace": functions_namespace, "logLevel": "debug"},
         }
         install = cluster.helm(

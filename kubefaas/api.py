@@ -190,6 +190,75 @@ class Destination(_Model):
     )
 
 
+class SecretKeyRef(_Model):
+    """One key of a Secret in the Function's namespace."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    key: str = Field(max_length=253, pattern=FILE_NAME_PATTERN)
+
+
+class TokenAuth(_Model):
+    secret_name: str = Field(
+        default=limits.INVOKE_TOKEN_SECRET_DEFAULT,
+        max_length=253,
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        description=(
+            "Secret of the Function's namespace whose every value is an accepted key "
+            "(several keys: rotate by adding the new one before removing the old)."
+        ),
+    )
+
+
+JwtAlgorithm = Literal["RS256", "ES256"]
+JWT_ALGORITHMS: tuple[JwtAlgorithm, ...] = ("RS256", "ES256")
+
+
+class JwtAuth(_Model):
+    issuer: str = Field(min_length=1, max_length=1024, description="Required `iss` claim.")
+    audience: str = Field(min_length=1, max_length=1024, description="Required `aud` claim.")
+    jwks_url: str | None = Field(
+        default=None, max_length=2048, pattern=r"^https?://", description="Signing keys (JWKS)."
+    )
+    public_key: SecretKeyRef | None = Field(
+        default=None, description="A PEM public key held in a Secret of the namespace."
+    )
+    algorithms: list[JwtAlgorithm] = Field(
+        default_factory=lambda: list(JWT_ALGORITHMS), min_length=1, max_length=2
+    )
+    leeway_seconds: int = Field(
+        default=limits.JWT_LEEWAY_DEFAULT_SECONDS, ge=0, le=limits.JWT_LEEWAY_MAX_SECONDS
+    )
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="has(self.jwksUrl) != has(self.publicKey)",
+            message="spec.auth.jwt sets exactly one of jwksUrl and publicKey",
+            holds=lambda j: (j.jwks_url is None) != (j.public_key is None),
+        ),
+    )
+
+
+class Auth(_Model):
+    """Who may invoke the Function (docs/security.md); unset: the gateway's default."""
+
+    mode: Literal["none", "token", "jwt"]
+    token: TokenAuth | None = None
+    jwt: JwtAuth | None = None
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="(self.mode == 'jwt') == has(self.jwt)",
+            message="spec.auth.jwt goes with, and is needed by, mode: jwt",
+            holds=lambda a: (a.mode == "jwt") == (a.jwt is not None),
+        ),
+        Rule(
+            cel="!has(self.token) || self.mode == 'token'",
+            message="spec.auth.token goes with mode: token",
+            holds=lambda a: a.token is None or a.mode == "token",
+        ),
+    )
+
+
 class Scaling(_Model):
     min_scale: int = Field(default=limits.MIN_SCALE_DEFAULT, ge=0, le=limits.SCALE_MAX)
     max_scale: int = Field(default=limits.MAX_SCALE_DEFAULT, ge=1, le=limits.SCALE_MAX)
@@ -420,6 +489,7 @@ class FunctionSpec(_Model):
         max_length=limits.TRIGGERS_MAX,
         description="Schedules and message queues that invoke the function async.",
     )
+    auth: Auth | None = None
 
     RULES: ClassVar[tuple[Rule, ...]] = (
         Rule(

@@ -96,3 +96,10 @@ TRIGGER_BATCH_SIZE_DEFAULT: Final = 10
 TRIGGER_BATCH_SIZE_MAX: Final = 1000
 TRIGGER_MAX_IN_FLIGHT_DEFAULT: Final = 100
 TRIGGER_MAX_IN_FLIGHT_MAX: Final = 10_000
+# Invoke auth (docs/security.md): JWT exp/nbf leeway, and the Secret a `token` Function
+# without `spec.auth.token.secretName` takes its keys from (one per namespace).
+JWT_LEEWAY_DEFAULT_SECONDS: Final = 30
+JWT_LEEWAY_MAX_SECONDS: Final = 300
+INVOKE_TOKEN_SECRET_DEFAULT: Final = "kubefaas-invoke-tokens"
+# Lambda: 6 MB synchronous response.
+RESPONSE_LIMIT_BYTES: Final = 6 * 1024 * 1024

@@ -28,6 +28,7 @@ from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
 from kubefaas_gateway import proxy
+from kubefaas_gateway.auth import Authenticator
 from kubefaas_gateway.backends.base import Backend
 from kubefaas_gateway.delivery import AsyncDelivery
 from kubefaas_gateway.invoker import Invoker
@@ -38,6 +39,7 @@ from kubefaas_gateway.queue.queue_metrics import AsyncMetrics
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.routers import admin, async_invoke, health, observe, scrape, stats, triggers
 from kubefaas_gateway.routers.sync_invoke import InvokeRoute, is_invoke_path
+from kubefaas_gateway.secrets import CachedSecrets, SecretReader, secrets_for
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.signals import ScalingSignals
 from kubefaas_gateway.state import BackgroundTask, GatewayState
@@ -85,12 +87,14 @@ def create_app(
     tracker: Tracker | None = None,
     background: tuple[BackgroundTask, ...] = (),
     queue: InvocationQueue | None = None,
+    secrets: SecretReader | None = None,
 ) -> FastAPI:
     """The gateway app over `backend`, serving the functions in `registry`.
 
     `tracker` lets a test drive the clock; `background` are the tasks run beside the app
     (none by default); `queue` replaces the async queue the settings choose (SQLite in
-    `state_dir`, or Redis at `redis_url`).
+    `state_dir`, or Redis at `redis_url`); `secrets` is where invoke auth reads Secrets
+    (default: the `secrets_dir` folder, else none).
     """
     tracker = tracker if tracker is not None else Tracker()
     signals = ScalingSignals()
@@ -119,6 +123,13 @@ def create_app(
         delivery=delivery,
         triggers=TriggerBoard(metrics.registry),
         observe=attach_observability(settings, backend, metrics),
+        auth=Authenticator(
+            default_mode=settings.auth_default,
+            secrets=CachedSecrets(
+                secrets or secrets_for(settings.secrets_dir), ttl=settings.secret_cache_seconds
+            ),
+            session=lambda: state.session,
+        ),
     )
     assert state.observe is not None
     background = (*background, _observability_task)

@@ -30,6 +30,7 @@ from kubefaas_gateway.app import create_app
 from kubefaas_gateway.backends.kubernetes import KubernetesBackend, ProbeFn
 from kubefaas_gateway.kube_async import Kube
 from kubefaas_gateway.registry import FunctionRegistry
+from kubefaas_gateway.secrets import KubeSecrets
 from kubefaas_gateway.serve import serve
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.triggers.runner import run_triggers
@@ -50,7 +51,13 @@ def build_app(
     the API client and the pod health check (tests)."""
     registry = FunctionRegistry()
     backend = KubernetesBackend(settings=settings, registry=registry, kube=kube, probe=probe)
-    return create_app(settings, backend, registry, background=(run_triggers(),))
+    return create_app(
+        settings,
+        backend,
+        registry,
+        background=(run_triggers(),),
+        secrets=KubeSecrets(lambda: backend.kube),
+    )
 
 
 def serve_cluster(*, host: str, port: int) -> int:

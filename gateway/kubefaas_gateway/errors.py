@@ -99,6 +99,18 @@ class FunctionFailed(InvocationError):
         return extra
 
 
+class ResponseTooLarge(FunctionFailed):
+    """The function's answer is over the gateway's response limit (6 MiB by default); the
+    check runs while the answer streams in, so it is never held whole (docs/security.md)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, error_type="ResponseTooLarge")
+
+    @property
+    def type(self) -> str:
+        return "ResponseTooLarge"
+
+
 class NoCapacity(InvocationError):
     """No instance can be started (start failed, code missing, backend unavailable)."""
 

@@ -47,9 +47,11 @@ from kubefaas_gateway.errors import (
     FunctionTimedOut,
     InvocationError,
     InvocationTimeout,
+    ResponseTooLarge,
     Throttled,
 )
 from kubefaas_gateway.metrics import Metrics
+from kubefaas_gateway.refusals import refusal_counter
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.tracker import Tracker
 
@@ -176,6 +178,7 @@ class Invoker:
         self._metrics = metrics
         self._session = session
         self._grace = settings.deadline_grace_seconds
+        self._response_limit = settings.response_limit_bytes
         # containerConcurrency: one breaker per instance of functions that set it.
         self._breakers = InstanceBreakers()
         self._turns = itertools.count()
@@ -187,6 +190,8 @@ class Invoker:
             response = await self._invoke(fn, request, started)
         except InvocationError as error:
             self._metrics.record(fn, error.status, request.invocation_type, _since(started))
+            if isinstance(error, ResponseTooLarge):
+                refusal_counter(self._metrics.registry).labels("response_size").inc()
             raise
         self._metrics.record(fn, response.status, request.invocation_type, response.duration)
         return response
@@ -300,6 +305,7 @@ class Invoker:
             body=request.body,
             # From now: a wait for a containerConcurrency slot used some of it.
             within=request.deadline - time.time() + self._grace,
+            limit=self._response_limit,
         )
 
     def _least_queued(self, fn: Function, chosen: Instance) -> Instance:

@@ -54,6 +54,9 @@ def serve_local(
     if redis_url is not None:
         overrides["redis_url"] = redis_url
     settings = Settings(**overrides)  # type: ignore[arg-type]
+    if settings.secrets_dir is None and directory.is_dir():
+        # Secrets for invoke auth beside the manifests (docs/security.md).
+        settings = settings.model_copy(update={"secrets_dir": directory / "secrets"})
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
 
     if not directory.exists():

@@ -22,7 +22,8 @@ from aiohttp.typedefs import LooseHeaders
 from multidict import CIMultiDict
 from yarl import URL
 
-from kubefaas import wire
+from kubefaas import limits, wire
+from kubefaas_gateway.errors import ResponseTooLarge
 from kubefaas_gateway.settings import Settings
 
 # RFC 9110 §7.6.1: meaningful for one connection only, never forwarded.
@@ -142,11 +143,13 @@ async def forward(
     headers: list[tuple[str, str]],
     body: bytes,
     within: float,
+    limit: int = limits.RESPONSE_LIMIT_BYTES,
 ) -> UpstreamResponse:
     """Send one request to an instance and read its whole answer.
 
-    Raises `InstanceUnreachable` (not sent), `InstanceLost` (sent, no answer) or
-    `TimeoutError` (no answer within `within` seconds).
+    Raises `InstanceUnreachable` (not sent), `InstanceLost` (sent, no answer),
+    `TimeoutError` (no answer within `within` seconds) or `ResponseTooLarge` (an answer
+    over `limit` bytes, refused by its Content-Length or as soon as the stream crosses it).
     """
     try:
         async with session.request(
@@ -157,7 +160,11 @@ async def forward(
             allow_redirects=False,
             timeout=_timeout(math.ceil(within * 100)),
         ) as response:
-            payload = await response.read()
+            length = response.content_length
+            if length is not None and length <= limit:
+                payload = await response.read()
+            else:
+                payload = await _read_bounded(response, limit)
             kept = [pair for pair in response.raw_headers if pair[0].lower() not in _RESPONSE_SKIP]
             return UpstreamResponse(response.status, kept, payload, response.raw_headers)
     except TimeoutError:
@@ -166,3 +173,23 @@ async def forward(
         raise InstanceUnreachable(str(exc)) from exc
     except aiohttp.ClientError as exc:
         raise InstanceLost(str(exc) or type(exc).__name__) from exc
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body of `response`, refused once it passes `limit` (the connection is then
+    dropped, not drained: the rest is never read)."""
+    if response.content_length is not None and response.content_length > limit:
+        raise ResponseTooLarge(
+            f"the function's answer is {response.content_length} bytes, more than the "
+            f"limit of {limit}"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise ResponseTooLarge(
+                f"the function's answer is larger than the limit of {limit} bytes"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)

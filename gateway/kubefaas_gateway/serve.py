@@ -11,8 +11,10 @@ import socket
 
 import uvicorn
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from kubefaas_gateway.app import tune_garbage_collector
+from kubefaas_gateway.http_limits import limited_protocol
 from kubefaas_gateway.settings import Settings
 
 
@@ -28,7 +30,10 @@ def serve(app: FastAPI, settings: Settings, *, sockets: list[socket.socket] | No
             host=settings.host,
             port=settings.port,
             loop="uvloop",
-            http="httptools",
+            # httptools with the header, URL and lingering-close limits (http_limits).
+            http=limited_protocol(settings, _registry(app)),
+            timeout_keep_alive=settings.keepalive_timeout_seconds,
+            limit_concurrency=settings.max_connections,
             lifespan="on",
             access_log=False,
             server_header=False,
@@ -42,3 +47,9 @@ def serve(app: FastAPI, settings: Settings, *, sockets: list[socket.socket] | No
     tune_garbage_collector()
     server.run(sockets=sockets)
     return bool(server.started)
+
+
+def _registry(app: FastAPI) -> CollectorRegistry | None:
+    """The metrics registry of a gateway app (its refusals are counted there)."""
+    state = getattr(app.state, "gateway", None)
+    return state.metrics.registry if state is not None else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -49,6 +49,23 @@ class Settings(BaseSettings):
     """`KUBEFAAS_ADMIN_TOKEN`, default unset: bearer token for admin routes
     (`/system/dead-letters`); while unset those routes answer 403 saying how to set it."""
 
+    auth_default: Literal["none", "token"] = "none"
+    """`KUBEFAAS_AUTH_DEFAULT`, default `none` (the chart sets `token`): invoke auth of a
+    Function that has no `spec.auth` (docs/security.md)."""
+
+    secrets_dir: Path | None = None
+    """`KUBEFAAS_SECRETS_DIR`, default unset: local mode reads Secrets (invoke keys, JWT
+    public keys) from `<dir>/<namespace>/<name>/<key>`; `kubefaas local DIR` uses
+    `DIR/secrets` when this is unset. In a cluster Secrets come from the API."""
+
+    secret_cache_seconds: float = Field(default=10.0, gt=0)
+    """`KUBEFAAS_SECRET_CACHE_SECONDS`, default 10: how long a Secret read for invoke auth
+    is kept; a rotated key is accepted (or a removed one refused) within this."""
+
+    metrics_token: SecretStr | None = None
+    """`KUBEFAAS_METRICS_TOKEN`, default unset (open): when set, `/metrics` and
+    `/internal/stats` need `Authorization: Bearer <token>` (or the admin token)."""
+
     default_namespace: str = DEFAULT_NAMESPACE
     """`KUBEFAAS_DEFAULT_NAMESPACE`, default `default`: namespace of `/function/{name}`."""
 
@@ -57,6 +74,27 @@ class Settings(BaseSettings):
 
     async_body_limit_bytes: int = Field(default=limits.ASYNC_BODY_LIMIT_BYTES, ge=0)
     """`KUBEFAAS_ASYNC_BODY_LIMIT_BYTES`, default 1 MiB: larger async requests get 413."""
+
+    max_url_bytes: int = Field(default=8192, ge=256)
+    """`KUBEFAAS_MAX_URL_BYTES`, default 8192: longer request URLs are answered 414."""
+
+    max_header_bytes: int = Field(default=32 * 1024, ge=1024)
+    """`KUBEFAAS_MAX_HEADER_BYTES`, default 32 KiB: a larger request header section is
+    answered 431 as soon as it crosses the limit (never buffered whole)."""
+
+    max_header_count: int = Field(default=100, ge=8)
+    """`KUBEFAAS_MAX_HEADER_COUNT`, default 100: requests with more header fields get 431."""
+
+    response_limit_bytes: int = Field(default=limits.RESPONSE_LIMIT_BYTES, ge=0)
+    """`KUBEFAAS_RESPONSE_LIMIT_BYTES`, default 6 MiB: a function answer larger than this is
+    refused while it streams in (502 `ResponseTooLarge`), never held whole."""
+
+    keepalive_timeout_seconds: int = Field(default=5, ge=1)
+    """`KUBEFAAS_KEEPALIVE_TIMEOUT_SECONDS`, default 5: idle client connections close after."""
+
+    max_connections: int | None = Field(default=None, ge=1)
+    """`KUBEFAAS_MAX_CONNECTIONS`, default unset: past this many open connections and
+    in-flight requests, new ones are answered 503 by the server."""
 
     deadline_grace_seconds: float = Field(default=1.0, ge=0)
     """`KUBEFAAS_DEADLINE_GRACE_SECONDS`, default 1.0: how long past an invocation's
@@ -137,6 +175,14 @@ class Settings(BaseSettings):
     (events enqueued by other gateway replicas, their retries, leases that ran out). Events
     enqueued or redriven here, and retries scheduled here, wake it at once; so the idle
     cost is one queue read per function per interval, not a busy poll."""
+
+    async_queue_max_per_function: int = Field(default=100_000, ge=1)
+    """`KUBEFAAS_ASYNC_QUEUE_MAX_PER_FUNCTION`, default 100000: async events one function
+    may have queued or in flight; past it submits get 429 `QueueFull`, nothing stored."""
+
+    async_queue_max_total: int = Field(default=1_000_000, ge=1)
+    """`KUBEFAAS_ASYNC_QUEUE_MAX_TOTAL`, default 1000000: events the whole queue may hold;
+    past it submits get 507 `QueueStorageFull`, nothing stored."""
 
     async_stats_interval_seconds: float = Field(default=5.0, gt=0)
     """`KUBEFAAS_ASYNC_STATS_INTERVAL_SECONDS`, default 5: how often queue depth, oldest

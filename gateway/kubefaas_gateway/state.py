@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from kubefaas_gateway.auth import Authenticator
 from kubefaas_gateway.backends.base import Backend
 from kubefaas_gateway.delivery import AsyncDelivery
 from kubefaas_gateway.invoker import Invoker
@@ -37,6 +38,7 @@ class GatewayState:
     delivery: AsyncDelivery
     triggers: TriggerBoard
     observe: Observability | None = None
+    auth: Authenticator
     # Set while the lifespan runs.
     session: aiohttp.ClientSession | None = None
     invoker: Invoker | None = None

@@ -302,6 +302,7 @@ async def run_default_autoscaler(
             session=session,
             selector=config.gateway_selector,
             namespace=config.gateway_namespace,
+            token=config.gateway_stats_token,
         )
         scaler = FunctionScaler(kube=kube, namespaces=config.namespaces)
         wiring: dict[str, Any] = {

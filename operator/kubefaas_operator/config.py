@@ -42,6 +42,7 @@ WORKERS_ENV = "KUBEFAAS_OPERATOR_WORKERS"
 AUTOSCALER_ENV = "KUBEFAAS_OPERATOR_AUTOSCALER"
 GATEWAY_NAMESPACE_ENV = "KUBEFAAS_GATEWAY_NAMESPACE"
 GATEWAY_SELECTOR_ENV = "KUBEFAAS_GATEWAY_SELECTOR"
+GATEWAY_STATS_TOKEN_ENV = "KUBEFAAS_GATEWAY_STATS_TOKEN"
 
 
 class ConfigError(ValueError):
@@ -81,6 +82,9 @@ class OperatorConfig:
     gateway_selector: str = DEFAULT_GATEWAY_SELECTOR
     """``KUBEFAAS_GATEWAY_SELECTOR``: label selector of the gateway pods, default
     ``app.kubernetes.io/component=gateway``. The chart sets its release's labels."""
+    gateway_stats_token: str | None = field(default=None, repr=False)
+    """``KUBEFAAS_GATEWAY_STATS_TOKEN``: bearer token sent with ``GET /internal/stats``
+    (the gateways' ``KUBEFAAS_METRICS_TOKEN``; docs/security.md); the chart sets both."""
 
     @property
     def clusterwide(self) -> bool:
@@ -175,4 +179,5 @@ def load_config(
         autoscaler=_flag(environ, AUTOSCALER_ENV, True),
         gateway_namespace=environ.get(GATEWAY_NAMESPACE_ENV, "").strip() or None,
         gateway_selector=environ.get(GATEWAY_SELECTOR_ENV, "").strip() or DEFAULT_GATEWAY_SELECTOR,
+        gateway_stats_token=environ.get(GATEWAY_STATS_TOKEN_ENV, "").strip() or None,
     )

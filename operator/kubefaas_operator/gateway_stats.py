@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kubefaas import limits
@@ -151,6 +151,7 @@ class GatewayFeed:
     session: aiohttp.ClientSession | None
     selector: str
     namespace: str | None = None  # None: look in every namespace
+    token: str | None = field(default=None, repr=False)  # the gateways' metrics token
 
     async def list_gateway_endpoints(self) -> list[str]:
         """Base URLs of the ready gateway pods."""
@@ -165,7 +166,8 @@ class GatewayFeed:
     async def read_stats(self, endpoint: str) -> Mapping[str, Any]:
         if self.session is None:
             raise RuntimeError("GatewayFeed has no HTTP session to read stats with")
-        async with self.session.get(endpoint + STATS_PATH) as response:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        async with self.session.get(endpoint + STATS_PATH, headers=headers) as response:
             response.raise_for_status()
             body: Mapping[str, Any] = await response.json()
             return body

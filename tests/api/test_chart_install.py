@@ -168,9 +168,13 @@ def test_service_accounts_get_exactly_the_access_they_need(release: Release) -> 
     assert not can_i(release, "gateway", "delete", "deployments.apps", *ns)
     assert can_i(release, "operator", "create", "deployments.apps", *ns)
     assert can_i(release, "operator", "patch", "functions.kubefaas.io", "--subresource=status")
+    # The gateway reads invoke keys by name (token/jwt auth, docs/security.md), never
+    # lists or watches Secrets; the operator cannot read one at all.
+    assert can_i(release, "gateway", "get", "secrets", *ns)
+    assert not can_i(release, "operator", "get", "secrets", *ns)
     for component in ("operator", "gateway"):
-        assert not can_i(release, component, "get", "secrets", *ns), component
         assert not can_i(release, component, "list", "secrets", "-A"), component
+        assert not can_i(release, component, "watch", "secrets", *ns), component
         assert not can_i(release, component, "create", "clusterroles"), component
 
 

@@ -157,9 +157,14 @@ def rule_triples(rules: list[dict[str, Any]]) -> set[tuple[str, str, str, str]]:
 
 
 def assert_least_privilege(role: dict[str, Any]) -> None:
+    """No wildcards; Secrets only for the gateway, and only `get` by name (invoke keys,
+    docs/security.md): nobody may list or watch them, the operator not even read one."""
+    name = role["metadata"]["name"]
     for group, resource, _, verb in rule_triples(role["rules"]):
-        assert "*" not in (group, resource, verb), f"{role['metadata']['name']} has a wildcard"
-        assert resource != "secrets", f"{role['metadata']['name']} may read Secrets"
+        assert "*" not in (group, resource, verb), f"{name} has a wildcard"
+        if resource == "secrets":
+            assert name.endswith("-gateway"), f"{name} may read Secrets"
+            assert verb == "get", f"{name} may {verb} Secrets"
 
 
 # --- lint and CRD -------------------------------------------------------------------------
@@ -356,7 +361,8 @@ def test_admin_token_reaches_the_gateway_from_a_secret() -> None:
     assert len(generated) >= 16, "a token is generated when none is given"
     objects = render("gateway.adminToken=0123456789abcdef0123")
     secret = find(objects, "Secret", "kubefaas-gateway")
-    assert secret["data"] == {"admin-token": "MDEyMzQ1Njc4OWFiY2RlZjAxMjM="}
+    assert secret["data"]["admin-token"] == "MDEyMzQ1Njc4OWFiY2RlZjAxMjM="
+    assert set(secret["data"]) == {"admin-token", "metrics-token"}
     env = env_of(container(find(objects, "Deployment", "kubefaas-gateway"), "gateway"))
     assert env["KUBEFAAS_ADMIN_TOKEN"] == {
         "secretKeyRef": {"name": "kubefaas-gateway", "key": "admin-token"}
@@ -485,6 +491,7 @@ def test_gateway_rbac_reads_functions_and_pods_and_activates_deployments_only() 
         *(("discovery.k8s.io", "endpointslices", "*any*", v) for v in read),
         *(("apps", "deployments", "*any*", v) for v in read),
         *(("apps", "deployments/scale", "*any*", v) for v in ("get", "patch", "update")),
+        ("", "secrets", "*any*", "get"),  # invoke keys of token/jwt Functions
     }
     assert rule_triples(role["rules"]) == expected
 
@@ -593,9 +600,10 @@ def test_network_policies_and_service_monitor_only_when_enabled() -> None:
     }
     for component, port in (("gateway", "http"), ("operator", "metrics")):
         monitor = find(objects, "ServiceMonitor", f"kubefaas-{component}")
-        assert monitor["spec"]["endpoints"] == [
-            {"port": port, "path": "/metrics", "interval": "30s"}
-        ]
+        endpoint = {"port": port, "path": "/metrics", "interval": "30s"}
+        if component == "gateway":  # the gateway's /metrics needs its metrics token
+            endpoint["bearerTokenSecret"] = {"name": "kubefaas-gateway", "key": "metrics-token"}
+        assert monitor["spec"]["endpoints"] == [endpoint]
         services = [
             o
             for o in objects
@@ -679,3 +687,18 @@ def test_one_resource_kind_per_template_file_named_by_kind(sets: tuple[str, ...]
                 f"{source} renders a {doc['kind']}"
             )
     assert {"gateway-deployment.yaml", "operator-deployment.yaml", "test-gateway.yaml"} <= seen
+
+
+def test_invoke_auth_defaults_to_token_and_scrapes_need_the_metrics_token() -> None:
+    objects = render()
+    gateway = env_of(container(find(objects, "Deployment", "kubefaas-gateway"), "gateway"))
+    assert gateway["KUBEFAAS_AUTH_DEFAULT"] == "token"
+    scrape_ref = {"name": "kubefaas-gateway", "key": "metrics-token", "optional": True}
+    assert gateway["KUBEFAAS_METRICS_TOKEN"] == {"secretKeyRef": scrape_ref}
+    operator = env_of(container(find(objects, "Deployment", "kubefaas-operator"), "operator"))
+    assert operator["KUBEFAAS_GATEWAY_STATS_TOKEN"] == {"secretKeyRef": scrape_ref}
+    assert len(find(objects, "Secret", "kubefaas-gateway")["data"]["metrics-token"]) >= 40
+    opened = render("auth.default=none")
+    env = env_of(container(find(opened, "Deployment", "kubefaas-gateway"), "gateway"))
+    assert env["KUBEFAAS_AUTH_DEFAULT"] == "none"
+    assert "/auth/default" in render_error("auth.default=basic")

@@ -112,6 +112,15 @@ The ServiceAccount name of a component. Call with (dict "context" $ "component" 
 {{- end -}}
 
 {{/* Whether the chart creates the gateway Secret (admin token and/or Redis URL). */}}
+{{/* Invoke auth of Functions without spec.auth: auth.default, token or none. */}}
+{{- define "kubefaas.authDefault" -}}
+{{- $mode := default "token" .Values.auth.default -}}
+{{- if not (has $mode (list "token" "none")) -}}
+{{- fail (printf "auth.default must be token or none, got %q" $mode) -}}
+{{- end -}}
+{{- $mode -}}
+{{- end -}}
+
 {{- define "kubefaas.createGatewaySecret" -}}
 {{- if or (not .Values.gateway.existingSecret) (and .Values.redis.url (not .Values.redis.existingSecret)) -}}
 true

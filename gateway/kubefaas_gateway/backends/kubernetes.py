@@ -112,6 +112,11 @@ class KubernetesBackend:
 
     # -- lifecycle -------------------------------------------------------------------------
 
+    @property
+    def kube(self) -> Kube | None:
+        """The API client once started (invoke auth reads Secrets through it)."""
+        return self._kube
+
     async def start(self, *, tracker: Tracker) -> None:
         """Connect, list Functions and pods, and keep watching them."""
         self._tracker = tracker

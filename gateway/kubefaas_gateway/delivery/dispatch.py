@@ -38,6 +38,7 @@ import aiohttp
 from kubefaas.api import Function
 from kubefaas_gateway.delivery.attempt import Attempts
 from kubefaas_gateway.delivery.notify import Notifier
+from kubefaas_gateway.delivery.quota import QueueQuota
 from kubefaas_gateway.invoker import Invoker, new_invocation_id
 from kubefaas_gateway.queue import (
     InvocationQueue,
@@ -78,6 +79,11 @@ class AsyncDelivery:
         self.registry = registry
         self.queue = queue
         self.metrics = metrics
+        self.quota = QueueQuota(
+            per_function=settings.async_queue_max_per_function,
+            total=settings.async_queue_max_total,
+            registry=metrics.registry,
+        )
         self._signals = signals
         self._clock = clock
         self._rand = rand
@@ -158,7 +164,9 @@ class AsyncDelivery:
         callback_url: str | None = None,
         invocation_id: str | None = None,
     ) -> str:
-        """Store an event durably and wake the function's dispatcher; returns its id."""
+        """Store an event durably and wake the function's dispatcher; returns its id.
+        Over a queue quota it raises `QueueFull`/`QueueStorageFull`, storing nothing."""
+        self.quota.check(fn.key)
         invocation = NewInvocation(
             id=invocation_id or new_invocation_id(),
             function=fn.key,
@@ -168,6 +176,7 @@ class AsyncDelivery:
             callback_url=callback_url,
         )
         await self.queue.enqueue(invocation, now=self._clock())
+        self.quota.added(fn.key)
         self.metrics.enqueue(fn.key)
         self.wake(fn.key)
         return invocation.id
@@ -258,6 +267,7 @@ class AsyncDelivery:
             try:
                 self.stats = tuple(await self.queue.stats(now=self._clock()))
                 self.metrics.update_queue(self.stats)
+                self.quota.update(self.stats)
                 self._signals.publish_queue_depths({s.function: s.depth for s in self.stats})
             except Exception:
                 log.exception("could not read async queue stats")

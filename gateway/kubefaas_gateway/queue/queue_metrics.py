@@ -58,6 +58,7 @@ class AsyncMetrics:
     """Counters and queue gauges for async invocations, by function."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
         self.enqueued = Counter(
             "kubefaas_async_enqueued",
             "Async invocations accepted (202) and stored.",

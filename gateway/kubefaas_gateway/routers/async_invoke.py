@@ -84,6 +84,7 @@ async def _accept(
         return error_json(FunctionNotFound(f"function {key} not found"), invocation_id)
     limit = state.settings.async_body_limit_bytes
     try:
+        await state.auth.check(fn, request.scope["headers"])
         callback_url = _callback_url(request)
         headers, length = forward_headers(request.scope)
         body = await read_body(request.receive, length=length, limit=limit, kind="async")
@@ -103,6 +104,10 @@ async def _accept(
             callback_url=callback_url,
             invocation_id=invocation_id,
         )
+    except InvocationError as error:  # a queue quota: nothing was stored
+        if state.invoker is not None:
+            state.invoker.record_rejected(fn, error.status, "async")
+        return error_json(error, invocation_id)
     except Exception as exc:
         # No 202 without a stored event: the caller learns to try again.
         log.exception("could not store async invocation %s of %s", invocation_id, fn.key)
@@ -133,12 +138,19 @@ def _callback_url(request: Request) -> str | None:
 
 @router.get("/invocations/{invocation_id}")
 async def get_invocation(
-    invocation_id: str, delivery: DeliveryDep, state: StateDep
+    invocation_id: str, request: Request, state: StateDep, delivery: DeliveryDep
 ) -> dict[str, Any]:
-    """Status, attempts and result (or error) of one async invocation."""
+    """Status, attempts and result (or error) of one async invocation; it needs the
+    credential its function's invoke needs, or the admin token (docs/security.md)."""
     record = await delivery.queue.get(invocation_id)
     if record is None:
         raise InvocationNotFound(
             f"no async invocation {invocation_id} (unknown, or its record expired)"
         )
+    await state.auth.check_record(
+        state.registry.get(record.function),
+        record.function,
+        request.scope["headers"],
+        admin_token=state.settings.admin_token,
+    )
     return await with_log_tails(record.to_json(), state)

@@ -21,12 +21,16 @@ import socket
 import time
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
 from kubefaas_gateway.dependencies import BackendDep, RegistryDep, SignalsDep, TrackerDep
+from kubefaas_gateway.routers.json_errors import GatewayRoute
+from kubefaas_gateway.routers.scrape import require_scrape_token
 from kubefaas_gateway.signals import read_signals
 
-router = APIRouter(tags=["internal"])
+router = APIRouter(
+    tags=["internal"], route_class=GatewayRoute, dependencies=[Depends(require_scrape_token)]
+)
 
 # In a pod, HOSTNAME is the pod's name: what an operator log line should name.
 GATEWAY_ID = os.environ.get("HOSTNAME") or socket.gethostname()

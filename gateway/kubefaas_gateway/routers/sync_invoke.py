@@ -33,6 +33,7 @@ from kubefaas_gateway.errors import (
     InvocationError,
     NoCapacity,
     PayloadTooLarge,
+    Unauthorized,
     error_response,
 )
 from kubefaas_gateway.inbound import ClientDisconnected, forward_headers, read_body
@@ -99,6 +100,8 @@ class InvokeRoute:
             raw = scope.get("raw_path")
             path = raw.decode("latin-1") if raw else quote(scope["path"])
             fn, sub_path = resolve(state.registry, path, state.settings.default_namespace)
+            if not state.auth.open(fn):  # before the body is read (docs/security.md)
+                await state.auth.check(fn, scope["headers"])
             headers, length = forward_headers(scope)
             body = await read_body(
                 receive, length=length, limit=state.settings.sync_body_limit_bytes
@@ -116,7 +119,7 @@ class InvokeRoute:
         except ClientDisconnected:
             return
         except InvocationError as error:
-            if isinstance(error, PayloadTooLarge) and fn is not None and state.invoker:
+            if isinstance(error, PayloadTooLarge | Unauthorized) and fn and state.invoker:
                 state.invoker.record_rejected(fn, error.status, "sync")
             await _send_error(send, error, invocation_id, started)
             return
