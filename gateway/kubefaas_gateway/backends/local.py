@@ -38,7 +38,7 @@ from typing import Any
 
 import aiohttp
 
-from kubefaas.api import Function
+from kubefaas.api import Function, valid_file_path
 from kubefaas_gateway.backends.base import Acquired, Instance, least_inflight
 from kubefaas_gateway.backends.local_process import (
     LOOPBACK,
@@ -244,8 +244,10 @@ class LocalBackend:
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         for name, source in files.items():
-            if name in (".", "..") or "/" in name:
-                raise NoCapacity(f"function {fn.key}: {name!r} is not a valid code file name")
+            if not valid_file_path(name):
+                raise NoCapacity(f"function {fn.key}: {name!r} is not a valid code file path")
+            # A source tree (docs/architecture.md, "Packaging"): nested paths make folders.
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
             (target / name).write_text(source, encoding="utf-8")
         pool.code_dir = target
         return target
