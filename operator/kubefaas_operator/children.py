@@ -264,7 +264,8 @@ def _is_tree(fn: Function) -> bool:
 def build_config_map(fn: Function) -> dict[str, Any]:
     """The ConfigMap holding inline code, one key a file (mounted at CODE_MOUNT_PATH)."""
     keys = code_keys(fn)
-    assert fn.spec.code is not None and fn.spec.code.inline is not None
+    assert fn.spec.code is not None
+    assert fn.spec.code.inline is not None
     inline = fn.spec.code.inline
     return {
         "apiVersion": "v1",

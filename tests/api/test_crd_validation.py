@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from kubefaas import limits
-from tests.code_paths import BAD_PATHS, GOOD_PATHS
 from kubefaas_cluster.pytest_plugin import KubeApi
+from tests.code_paths import BAD_PATHS, GOOD_PATHS
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "function.yaml"

@@ -40,7 +40,8 @@ def crd_accepts(path: str) -> bool:
 @pytest.mark.parametrize("path", GOOD_PATHS)
 def test_a_good_path_passes_the_model_and_the_crd(path: str) -> None:
     fn = parse_function(document({path: "y = 2"}))
-    assert fn.spec.code is not None and fn.spec.code.inline is not None
+    assert fn.spec.code is not None
+    assert fn.spec.code.inline is not None
     assert path in fn.spec.code.inline
     assert crd_accepts(path)
 
@@ -54,7 +55,7 @@ def test_a_bad_path_is_refused_by_the_model_and_the_crd(path: str) -> None:
 
 
 def test_a_file_that_is_also_a_folder_is_refused() -> None:
-    with pytest.raises(InvalidFunction, match="'pkg' is also the folder of 'pkg/x.py'"):
+    with pytest.raises(InvalidFunction, match=r"'pkg' is also the folder of 'pkg/x\.py'"):
         parse_function(document({"pkg": "", "pkg/x.py": ""}))
 
 
@@ -62,8 +63,9 @@ def test_code_path_is_a_third_exclusive_source() -> None:
     fn = parse_function(
         {**document({}), "spec": {"runtime": "python3.11", "code": {"path": "./src"}}}
     )
-    assert fn.spec.code is not None and fn.spec.code.path == "./src"
-    with pytest.raises(InvalidFunction, match="exactly one of code.inline, code.configMap"):
+    assert fn.spec.code is not None
+    assert fn.spec.code.path == "./src"
+    with pytest.raises(InvalidFunction, match=r"exactly one of code\.inline, code\.configMap"):
         parse_function(
             {
                 **document({}),
