@@ -34,8 +34,9 @@ HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$"
 # A path in inline code (docs/architecture.md, "Packaging"): relative, '/'-separated names
 # of letters, digits, '-', '_' and '.', where no name is '.' or '..' or starts with '..'
 # (the kubelet's own reserved '..data'), at most INLINE_PATH_MAX_DEPTH names deep. The same
-# regular expression is a CEL `matches` in the CRD (RE2 and Python agree on this syntax).
-_PATH_SEGMENT = r"\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*"
+# regular expression is a CEL `matches` in the CRD (RE2 and Python agree on this syntax;
+# no backslash, which a CEL string literal would read as an escape).
+_PATH_SEGMENT = r"[.]?[-_a-zA-Z0-9][-._a-zA-Z0-9]*"
 FILE_PATH_PATTERN = rf"^{_PATH_SEGMENT}(/{_PATH_SEGMENT}){{0,{limits.INLINE_PATH_MAX_DEPTH - 1}}}$"
 FILE_PATH_RULE_MESSAGE = (
     "inline file paths must be relative, '/'-separated names of letters, digits, '-', '_' "

@@ -96,7 +96,9 @@ class LocalInstance(Instance):
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
-def instance_environment(fn: Function, *, port: int, code_dir: Path, tmp: Path) -> dict[str, str]:
+def instance_environment(
+    fn: Function, *, port: int, code_dir: Path, tmp: Path, deps_dir: Path | None = None
+) -> dict[str, str]:
     """The runtime launch contract; the gateway's own KUBEFAAS_* settings (the admin
     token among them) are not passed on, and user variables cannot override it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEFAAS_")}
@@ -118,6 +120,8 @@ def instance_environment(fn: Function, *, port: int, code_dir: Path, tmp: Path) 
             "PYTHONDONTWRITEBYTECODE": "1",
         }
     )
+    if deps_dir is not None:
+        env["KUBEFAAS_DEPS_DIR"] = str(deps_dir)
     return env
 
 
