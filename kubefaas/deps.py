@@ -92,10 +92,12 @@ class Installed:
 class DependencyCache:
     """Installed requirement sets under `root`, one folder a key (see the module docstring)."""
 
-    def __init__(self, root: Path, *, python: str, abi: str) -> None:
+    def __init__(self, root: Path, *, python: str, abi: str, pip_args: Sequence[str] = ()) -> None:
         self.root = root
         self.python = python
         self.abi = abi
+        # Extra pip options, e.g. the target platform of an image (`kubefaas.build`).
+        self.pip_args = tuple(pip_args)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self._failed: dict[str, InstallFailed] = {}
@@ -151,6 +153,7 @@ class DependencyCache:
             "--disable-pip-version-check",
             "--no-input",
             "--no-warn-script-location",
+            *self.pip_args,
             "--requirement",
             str(listing),
         ]
