@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml cluster/pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the test tiers start for real (redis-server for the Redis queue backend).
+# Debian packages the test tiers start for real (redis-server for the Redis queue backend,
+# docker-registry, the CNCF distribution registry, for `kubefaas build --push`).
 # Installed only when missing; CI machines may be fresh.
-SYSTEM_PACKAGES := redis-server
+SYSTEM_PACKAGES := redis-server docker-registry
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
