@@ -72,6 +72,9 @@ def serve_local(
         print(f"kubefaas local: no Function to serve in {directory}", file=sys.stderr)
         return EXIT_NOTHING_TO_SERVE
 
+    deps = local_dependency_cache(settings.state_dir, settings.runtime_command[0])
+    for fn in functions:
+        _install_requirements(fn, result, folders, deps)
     try:
         listener = socket.create_server((settings.host, settings.port), reuse_port=False)
     except OSError as exc:
@@ -85,9 +88,6 @@ def serve_local(
         print(f"  {fn.key:<32} {base}{_invoke_path(fn, settings.default_namespace)}")
     print(f"kubefaas local: serving on {base} (Ctrl-C to stop)", flush=True)
 
-    deps = local_dependency_cache(settings.state_dir, settings.runtime_command[0])
-    for fn in functions:
-        _install_requirements(fn, result, folders, deps)
     backend = LocalBackend(
         settings=settings, config_maps=result.config_maps, code_folders=folders, deps=deps
     )
