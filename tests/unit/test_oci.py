@@ -135,6 +135,7 @@ def test_the_same_inputs_give_the_same_digest(tmp_path: Path, pip_env: None) -> 
     assert second.image.digest == first.image.digest
     again = build_image(folder, base=base_image(), cache=cache)
     assert not again.deps_installed  # cached by the requirements' hash
+    assert again.image.digest == first.image.digest  # the kept layer is the same blob
 
 
 def test_editing_only_the_code_changes_only_the_code_layer(tmp_path: Path, pip_env: None) -> None:
