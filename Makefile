@@ -21,8 +21,9 @@ venv: $(STAMP)
 
 # Debian packages the test tiers start for real: redis-server (the Redis queue backend and
 # Redis Streams triggers), nats-server (NATS JetStream triggers), prometheus (`promtool check
-# rules` on the chart's alerts). Installed only when missing; CI machines may be fresh.
-SYSTEM_PACKAGES := redis-server nats-server prometheus
+# rules` on the chart's alerts), docker-registry (the CNCF distribution registry, for
+# `kubefaas build --push`). Installed only when missing; CI machines may be fresh.
+SYSTEM_PACKAGES := redis-server nats-server prometheus docker-registry
 system-deps:
 	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -34,8 +34,20 @@ API_VERSION = f"{limits.API_GROUP}/{limits.API_VERSION}"
 
 # module.function, one level: the module is a file at the root of the code.
 HANDLER_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$"
-# ConfigMap keys: what a file name in inline code may be.
-FILE_NAME_PATTERN = r"^[-._a-zA-Z0-9]+$"
+# A path in inline code (docs/architecture.md, "Packaging"): relative, '/'-separated names
+# of letters, digits, '-', '_' and '.', where no name is '.' or '..' or starts with '..'
+# (the kubelet's own reserved '..data'), at most INLINE_PATH_MAX_DEPTH names deep. The same
+# regular expression is a CEL `matches` in the CRD (RE2 and Python agree on this syntax;
+# no backslash, which a CEL string literal would read as an escape).
+_PATH_SEGMENT = r"[.]?[-_a-zA-Z0-9][-._a-zA-Z0-9]*"
+FILE_PATH_PATTERN = rf"^{_PATH_SEGMENT}(/{_PATH_SEGMENT}){{0,{limits.INLINE_PATH_MAX_DEPTH - 1}}}$"
+FILE_PATH_RULE_MESSAGE = (
+    "inline file paths must be relative, '/'-separated names of letters, digits, '-', '_' "
+    f"and '.' (no '.' or '..' names, none starting with '..'), at most "
+    f"{limits.INLINE_PATH_MAX_DEPTH} deep and {limits.INLINE_PATH_MAX_LENGTH} characters"
+)
+# A key of a Secret's data, as the API server allows it.
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 
@@ -121,32 +133,57 @@ class ConfigMapRef(_Model):
     name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
 
 
+def valid_file_path(path: str) -> bool:
+    """The inline-code path rule (`FILE_PATH_PATTERN` and the length bound)."""
+    return (
+        len(path) <= limits.INLINE_PATH_MAX_LENGTH and re.match(FILE_PATH_PATTERN, path) is not None
+    )
+
+
+def _exactly_one(code: Any) -> bool:
+    return sum(x is not None for x in (code.inline, code.config_map, code.path)) == 1
+
+
 class Code(_Model):
-    """Where the handler's source comes from: inline files or a ConfigMap."""
+    """Where the handler's source comes from: inline files, a ConfigMap or a local folder."""
 
     inline: dict[str, str] | None = Field(
         default=None,
-        description="File name -> source. The handler's module must be one of the files.",
+        description=(
+            "Relative file path (e.g. main.py, pkg/__init__.py) -> source. The handler's "
+            "module must be one of the files at the top."
+        ),
         min_length=1,
         max_length=limits.INLINE_CODE_MAX_FILES,
         json_schema_extra={
             "additionalProperties": {"type": "string", "maxLength": limits.INLINE_CODE_MAX_BYTES},
             "x-kubernetes-validations": [
                 {
-                    "rule": f"self.all(name, name.matches('{FILE_NAME_PATTERN}'))",
-                    "message": "inline file names must be ConfigMap keys: letters, digits, "
-                    "'-', '_' and '.'",
+                    "rule": (
+                        f"self.all(name, size(name) <= {limits.INLINE_PATH_MAX_LENGTH} && "
+                        f"name.matches('{FILE_PATH_PATTERN}'))"
+                    ),
+                    "message": FILE_PATH_RULE_MESSAGE,
                 }
             ],
         },
     )
     config_map: ConfigMapRef | None = None
+    path: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description=(
+            "A folder next to the manifest (e.g. ./src), read by `kubefaas local`, "
+            "`kubefaas build` and `kubefaas deploy`; the operator refuses it."
+        ),
+    )
 
     RULES: ClassVar[tuple[Rule, ...]] = (
         Rule(
-            cel="has(self.inline) != has(self.configMap)",
-            message="set exactly one of code.inline and code.configMap",
-            holds=lambda c: (c.inline is None) != (c.config_map is None),
+            cel="[has(self.inline), has(self.configMap), has(self.path)].filter(x, x).size() == 1",
+            message="set exactly one of code.inline, code.configMap and code.path",
+            holds=_exactly_one,
         ),
     )
 
@@ -154,11 +191,17 @@ class Code(_Model):
     def _check_files(self) -> Self:
         if self.inline is not None:
             for name in self.inline:
-                if not re.match(FILE_NAME_PATTERN, name):
-                    raise ValueError(
-                        f"inline file name {name!r} must match {FILE_NAME_PATTERN} "
-                        "(a ConfigMap key: letters, digits, '-', '_' and '.')"
-                    )
+                if not valid_file_path(name):
+                    raise ValueError(f"inline file path {name!r}: {FILE_PATH_RULE_MESSAGE}")
+            names = set(self.inline)
+            for name in names:
+                parts = name.split("/")
+                for depth in range(1, len(parts)):
+                    if "/".join(parts[:depth]) in names:
+                        raise ValueError(
+                            f"inline file {'/'.join(parts[:depth])!r} is also the folder "
+                            f"of {name!r}"
+                        )
             size = sum(len(src.encode()) for src in self.inline.values())
             if size > limits.INLINE_CODE_MAX_BYTES:
                 raise ValueError(
@@ -194,7 +237,7 @@ class SecretKeyRef(_Model):
     """One key of a Secret in the Function's namespace."""
 
     name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
-    key: str = Field(max_length=253, pattern=FILE_NAME_PATTERN)
+    key: str = Field(max_length=253, pattern=SECRET_KEY_PATTERN)
 
 
 class TokenAuth(_Model):

@@ -46,6 +46,54 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 1 if result.errors else 0
 
 
+def _cmd_build(args: argparse.Namespace) -> int:
+    from kubefaas import oci
+    from kubefaas.build import build_image, image_dependency_cache
+    from kubefaas.deps import InstallFailed
+
+    if not args.directory.is_dir():
+        print(f"error: {args.directory}: not a folder", file=sys.stderr)
+        return EXIT_USAGE
+    if args.output is None and args.push is None:
+        print("error: give --output ARCHIVE and/or --push REGISTRY/NAME[:TAG]", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if args.push is not None:
+            oci.split_reference(args.push)
+    except ValueError as exc:
+        print(f"error: --push {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        base = oci.read_archive(args.base)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: --base {args.base}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        built = build_image(args.directory, base=base, cache=image_dependency_cache(args.cache_dir))
+    except InstallFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for label, layer in (("dependencies", built.deps), ("code", built.code)):
+        if layer is not None:
+            print(f"{label} layer: {layer.blob.digest} ({len(layer.blob.data)} bytes)")
+    if args.output is not None:
+        tag = oci.split_reference(args.push)[2] if args.push else None
+        oci.write_archive(built.image, args.output, tag=tag)
+        print(f"wrote {args.output}")
+    if args.push is not None:
+        host = args.push.split("/", 1)[0].rsplit(":", 1)[0]
+        plain = args.plain_http or host in ("127.0.0.1", "localhost", "[::1]")
+        try:
+            oci.push(built.image, args.push, scheme="http" if plain else "https")
+        except (OSError, ValueError, oci.PushError) as exc:
+            print(f"error: push to {args.push}: {exc}", file=sys.stderr)
+            return 1
+        host, name, _ = oci.split_reference(args.push)
+        print(f"pushed {args.push}: {host}/{name}@{built.image.digest}")
+    print(f"image digest: {built.image.digest}")
+    return 0
+
+
 def _cmd_crd(args: argparse.Namespace) -> int:
     from kubefaas.crd import crd_yaml
 
@@ -110,6 +158,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("path", type=Path, help="a manifest file or a folder of them")
     validate.set_defaults(handler=_cmd_validate)
+
+    build = commands.add_parser(
+        "build",
+        help="build a function folder into an OCI image (no Docker)",
+        description="Build the function folder DIR (its files, and the packages of its "
+        "requirements.txt) into an OCI image on top of the runtime image, written as an OCI "
+        "archive and/or pushed to a registry (docs/packaging.md).",
+    )
+    build.add_argument("directory", type=Path, metavar="DIR", help="the function's folder")
+    build.add_argument(
+        "--base", type=Path, required=True, help="the runtime image, as an OCI archive"
+    )
+    build.add_argument("--output", "-o", type=Path, default=None, help="OCI archive to write")
+    build.add_argument("--push", default=None, metavar="REGISTRY/NAME[:TAG]", help="push here")
+    build.add_argument(
+        "--plain-http", action="store_true", help="the registry speaks HTTP (loopback: always)"
+    )
+    build.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(".state") / "build",
+        help="where installed requirements are cached (default .state/build)",
+    )
+    build.set_defaults(handler=_cmd_build)
 
     crd = commands.add_parser(
         "crd",

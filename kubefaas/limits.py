@@ -88,6 +88,10 @@ ASYNC_BODY_LIMIT_BYTES: Final = 1 * 1024 * 1024
 # Inline code lands in a ConfigMap (1 MiB hard limit in etcd, less the object's overhead).
 INLINE_CODE_MAX_BYTES: Final = 900 * 1024
 INLINE_CODE_MAX_FILES: Final = 64
+# Paths in inline code (docs/architecture.md, "Packaging"): a ConfigMap key is at most 253
+# characters and a nested path is stored under an encoded key a few characters longer.
+INLINE_PATH_MAX_LENGTH: Final = 200
+INLINE_PATH_MAX_DEPTH: Final = 8
 ENV_MAX_ITEMS: Final = 100
 
 # Triggers (docs/triggers.md): per Function, and per queue trigger.

@@ -93,8 +93,8 @@ def create_app(
 
     `tracker` lets a test drive the clock; `background` are the tasks run beside the app
     (none by default); `queue` replaces the async queue the settings choose (SQLite in
-    `state_dir`, or Redis at `redis_url`); `secrets` is where invoke auth reads Secrets
-    (default: the `secrets_dir` folder, else none).
+    `state_dir`, or Redis at `redis_url`); `secrets` is where invoke auth and queue triggers
+    read Secrets (default: the `secrets_dir` folder, else none).
     """
     tracker = tracker if tracker is not None else Tracker()
     signals = ScalingSignals()
@@ -113,6 +113,9 @@ def create_app(
         queue=queue,
         signals=signals,
     )
+    secret_reader = CachedSecrets(
+        secrets or secrets_for(settings.secrets_dir), ttl=settings.secret_cache_seconds
+    )
     state = GatewayState(
         settings=settings,
         registry=registry,
@@ -122,12 +125,11 @@ def create_app(
         signals=signals,
         delivery=delivery,
         triggers=TriggerBoard(metrics.registry),
+        secrets=secret_reader,
         observe=attach_observability(settings, backend, metrics),
         auth=Authenticator(
             default_mode=settings.auth_default,
-            secrets=CachedSecrets(
-                secrets or secrets_for(settings.secrets_dir), ttl=settings.secret_cache_seconds
-            ),
+            secrets=secret_reader,
             session=lambda: state.session,
         ),
     )

@@ -15,15 +15,18 @@ import argparse
 import logging
 import socket
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from kubefaas.api import Function, InvalidFunction
+from kubefaas.deps import REQUIREMENTS_FILE, DependencyCache, InstallFailed
 from kubefaas.manifests import MANIFEST_SUFFIXES, LoadResult, load_directory, load_file
 from kubefaas_gateway.app import create_app
 from kubefaas_gateway.backends.local import LocalBackend
+from kubefaas_gateway.backends.local_code import local_dependency_cache
 from kubefaas_gateway.local_autoscaler import autoscale_locally
 from kubefaas_gateway.registry import FunctionRegistry
+from kubefaas_gateway.secrets import ManifestSecrets, first_of, secrets_for
 from kubefaas_gateway.serve import serve
 from kubefaas_gateway.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
 from kubefaas_gateway.triggers.runner import run_triggers
@@ -63,7 +66,7 @@ def serve_local(
         print(f"kubefaas local: {directory} does not exist", file=sys.stderr)
         return EXIT_USAGE
     result = load_directory(directory)
-    functions, unservable = _servable(result, directory)
+    functions, unservable, folders = _servable(result, directory)
     for error in [*result.errors, *unservable]:
         for problem in error.problems:
             print(f"error: {error.source}: {problem}", file=sys.stderr)
@@ -74,6 +77,9 @@ def serve_local(
         print(f"kubefaas local: no Function to serve in {directory}", file=sys.stderr)
         return EXIT_NOTHING_TO_SERVE
 
+    deps = local_dependency_cache(settings.state_dir, settings.runtime_command[0])
+    for fn in functions:
+        _install_requirements(fn, result, folders, deps)
     try:
         listener = socket.create_server((settings.host, settings.port), reuse_port=False)
     except OSError as exc:
@@ -87,27 +93,58 @@ def serve_local(
         print(f"  {fn.key:<32} {base}{_invoke_path(fn, settings.default_namespace)}")
     print(f"kubefaas local: serving on {base} (Ctrl-C to stop)", flush=True)
 
-    backend = LocalBackend(settings=settings, config_maps=result.config_maps)
-    secrets = result.secrets
-
-    async def local_secret(namespace: str, name: str) -> Mapping[str, str] | None:
-        return secrets.get((namespace, name))
-
+    backend = LocalBackend(
+        settings=settings, config_maps=result.config_maps, code_folders=folders, deps=deps
+    )
     app = create_app(
         settings,
         backend,
         FunctionRegistry(functions),
-        background=(autoscale_locally(backend), run_triggers(local_secret)),
+        background=(autoscale_locally(backend), run_triggers()),
+        secrets=first_of(ManifestSecrets(result.secrets), secrets_for(settings.secrets_dir)),
     )
     started = serve(app, settings, sockets=[listener])
     return EXIT_OK if started else EXIT_NOTHING_TO_SERVE
 
 
-def _servable(result: LoadResult, directory: Path) -> tuple[list[Function], list[InvalidFunction]]:
-    """Valid Functions local mode can run, and errors for those it cannot (no code here)."""
+def _install_requirements(
+    fn: Function, result: LoadResult, folders: dict[str, Path], deps: DependencyCache
+) -> None:
+    """Install the function's requirements.txt before serving (docs/architecture.md,
+    "Packaging"); a failure is printed and the function answers with it, the rest serve."""
+    code = fn.spec.code
+    assert code is not None
+    text: str | None
+    if code.path is not None:
+        path = folders[fn.key] / REQUIREMENTS_FILE
+        text = path.read_text(encoding="utf-8") if path.is_file() else None
+    elif code.inline is not None:
+        text = code.inline.get(REQUIREMENTS_FILE)
+    else:
+        assert code.config_map is not None
+        text = result.config_maps[(fn.namespace, code.config_map.name)].get(REQUIREMENTS_FILE)
+    if text is None:
+        return
+    if not deps.path_for(str(fn.spec.runtime), text).is_dir():
+        print(f"kubefaas local: installing the requirements of {fn.key} ...", flush=True)
+    try:
+        installed = deps.ensure(fn.key, str(fn.spec.runtime), text)
+    except InstallFailed as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return
+    if installed.fresh:
+        print(f"kubefaas local: {fn.key}: requirements installed in {installed.path}", flush=True)
+
+
+def _servable(
+    result: LoadResult, directory: Path
+) -> tuple[list[Function], list[InvalidFunction], dict[str, Path]]:
+    """Valid Functions local mode can run, errors for those it cannot (no code here), and
+    the folder of each `spec.code.path` (relative to its manifest's folder)."""
     sources = _sources(directory)
     keep: list[Function] = []
     problems: list[InvalidFunction] = []
+    folders: dict[str, Path] = {}
     for fn in result.functions:
         source = sources.get(fn.key, fn.key)
         code = fn.spec.code
@@ -119,6 +156,23 @@ def _servable(result: LoadResult, directory: Path) -> tuple[list[Function], list
                 )
             )
             continue
+        if code.path is not None:
+            folder = (Path(source).parent / code.path).resolve()
+            module = f"{fn.spec.handler_module}.py"
+            if not (folder / module).is_file():
+                problems.append(
+                    InvalidFunction(
+                        [
+                            f"spec.code.path: {folder} has no {module!r} "
+                            f"(spec.handler {fn.spec.handler!r})"
+                            if folder.is_dir()
+                            else f"spec.code.path: {code.path!r} is not a folder ({folder})"
+                        ],
+                        source,
+                    )
+                )
+                continue
+            folders[fn.key] = folder
         if code.config_map is not None:
             files = result.config_maps.get((fn.namespace, code.config_map.name))
             if files is None:
@@ -145,7 +199,7 @@ def _servable(result: LoadResult, directory: Path) -> tuple[list[Function], list
                 )
                 continue
         keep.append(fn)
-    return keep, problems
+    return keep, problems, folders
 
 
 def _sources(directory: Path) -> dict[str, str]:

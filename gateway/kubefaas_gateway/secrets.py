@@ -1,13 +1,16 @@
-"""Where the gateway reads Secrets from: a folder in local mode, the API in a cluster.
+"""Where the gateway reads Secrets from: the folder's manifests and files in local mode, the
+API in a cluster.
 
-Only invoke auth reads them (`auth.py`: the keys of a `token` Function, the public key of a
-`jwt` one; docs/security.md). A reader answers `{key: value bytes}` for one Secret, or None
-when there is no such Secret; `CachedSecrets` in front of it keeps each answer for a few
-seconds, so a rotated key is picked up quickly while the warm invoke path reads no file and
-makes no API call.
+Invoke auth reads them (`auth.py`: the keys of a `token` Function, the public key of a
+`jwt` one; docs/security.md), and so do queue triggers (`triggers/runner.py`: a broker's
+credentials, docs/triggers.md); both go through the one reader on `GatewayState.secrets`.
+A reader answers `{key: value bytes}` for one Secret, or None when there is no such Secret;
+`CachedSecrets` in front of it keeps each answer for a few seconds, so a rotated key is
+picked up quickly while the warm invoke path reads no file and makes no API call.
 
-Local mode's folder holds one folder per namespace, one per Secret in it, one file per key,
-the layout of a mounted Secret volume:
+Local mode reads `kind: Secret` manifests beside the Functions first, then a folder that
+holds one folder per namespace, one per Secret in it, one file per key, the layout of a
+mounted Secret volume:
 
     <secrets dir>/<namespace>/<secret name>/<key>
 
@@ -21,7 +24,7 @@ import asyncio
 import base64
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -104,6 +107,31 @@ class CachedSecrets:
 async def no_secrets(namespace: str, name: str) -> SecretData | None:
     """The reader of a gateway given no Secrets: every Secret is missing."""
     return None
+
+
+class ManifestSecrets:
+    """Secret manifests loaded from local mode's folder (`kind: Secret`, data/stringData)."""
+
+    def __init__(self, secrets: Mapping[tuple[str, str], Mapping[str, str]]) -> None:
+        self._secrets = {
+            key: {k: v.encode("utf-8") for k, v in data.items()} for key, data in secrets.items()
+        }
+
+    async def __call__(self, namespace: str, name: str) -> SecretData | None:
+        return self._secrets.get((namespace, name))
+
+
+def first_of(*readers: SecretReader) -> SecretReader:
+    """The answer of the first reader that knows the Secret."""
+
+    async def read(namespace: str, name: str) -> SecretData | None:
+        for reader in readers:
+            data = await reader(namespace, name)
+            if data is not None:
+                return data
+        return None
+
+    return read
 
 
 def secrets_for(folder: Path | None) -> SecretReader:

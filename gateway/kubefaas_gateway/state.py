@@ -21,6 +21,7 @@ from kubefaas_gateway.invoker import Invoker
 from kubefaas_gateway.metrics import Metrics
 from kubefaas_gateway.observe import Observability
 from kubefaas_gateway.registry import FunctionRegistry
+from kubefaas_gateway.secrets import SecretReader
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.signals import ScalingSignals
 from kubefaas_gateway.tracker import Tracker
@@ -37,8 +38,9 @@ class GatewayState:
     signals: ScalingSignals
     delivery: AsyncDelivery
     triggers: TriggerBoard
-    observe: Observability | None = None
     auth: Authenticator
+    secrets: SecretReader
+    observe: Observability | None = None
     # Set while the lifespan runs.
     session: aiohttp.ClientSession | None = None
     invoker: Invoker | None = None

@@ -228,16 +228,50 @@ def shadowed_env(fn: Function) -> list[str]:
     return [env.name for env in fn.spec.env if env.name in reserved]
 
 
-def build_config_map(fn: Function) -> dict[str, Any]:
-    """The ConfigMap holding inline code, one key a file (mounted at CODE_MOUNT_PATH)."""
+def config_map_key(path: str) -> str:
+    """The ConfigMap key of an inline file (docs/architecture.md, "Packaging").
+
+    A key cannot hold '/', so a nested path is stored as its names joined by '_' behind a
+    hash of the path (unique, and never a valid top-level file's name by accident: a
+    top-level name equal to it is refused by `code_keys`); the volume's `items` map each
+    key back to its path. A top-level file keeps its own name.
+    """
+    if "/" not in path:
+        return path
+    digest = hashlib.sha256(path.encode()).hexdigest()[:10]
+    return f"t{digest}-{path.replace('/', '_')}"
+
+
+def code_keys(fn: Function) -> dict[str, str]:
+    """ConfigMap key -> file path for the Function's inline code."""
     code = fn.spec.code
     if code is None or code.inline is None:
         raise ValueError(f"Function {fn.key} has no inline code")
+    keys: dict[str, str] = {}
+    for path in sorted(code.inline):
+        key = config_map_key(path)
+        if key in keys:
+            raise ValueError(f"Function {fn.key}: inline files {keys[key]!r} and {path!r} clash")
+        keys[key] = path
+    return keys
+
+
+def _is_tree(fn: Function) -> bool:
+    code = fn.spec.code
+    return code is not None and code.inline is not None and any("/" in p for p in code.inline)
+
+
+def build_config_map(fn: Function) -> dict[str, Any]:
+    """The ConfigMap holding inline code, one key a file (mounted at CODE_MOUNT_PATH)."""
+    keys = code_keys(fn)
+    assert fn.spec.code is not None
+    assert fn.spec.code.inline is not None
+    inline = fn.spec.code.inline
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": _metadata(fn, naming.code_config_map_name(fn.name)),
-        "data": dict(code.inline),
+        "data": {key: inline[path] for key, path in keys.items()},
     }
 
 
@@ -255,12 +289,12 @@ def _resources(fn: Function) -> dict[str, Any]:
 def _volumes(fn: Function) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = []
     if fn.spec.runtime is not None:
-        volumes.append(
-            {
-                "name": CODE_VOLUME,
-                "configMap": {"name": code_config_map(fn), "defaultMode": CODE_FILE_MODE},
-            }
-        )
+        source: dict[str, Any] = {"name": code_config_map(fn), "defaultMode": CODE_FILE_MODE}
+        if _is_tree(fn):
+            # A source tree: every key is projected onto its path (docs/architecture.md,
+            # "Packaging"); with `items`, keys left out would not be mounted at all.
+            source["items"] = [{"key": k, "path": p} for k, p in code_keys(fn).items()]
+        volumes.append({"name": CODE_VOLUME, "configMap": source})
     volumes.append({"name": TMP_VOLUME, "emptyDir": {"sizeLimit": fn.spec.tmp_size}})
     return volumes
 

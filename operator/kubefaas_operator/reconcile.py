@@ -191,6 +191,16 @@ def _apply_children(
     own_code = naming.code_config_map_name(fn.name)
     code = fn.spec.code
     files: dict[str, str] | None = None
+    if code is not None and code.path is not None:
+        # A workstation folder (docs/architecture.md, "Packaging"): the cluster cannot see it.
+        outcome.problem = NotReady(
+            status.REASON_INVALID_SPEC,
+            f"spec.code.path {code.path!r} is a folder on the machine that applied the "
+            "manifest, which the cluster cannot read: run `kubefaas deploy DIR` (builds an "
+            "image and applies the Function with spec.image), or put the files in "
+            "spec.code.inline or a ConfigMap",
+        )
+        return None
     if code is not None and code.inline is not None:
         files = dict(code.inline)
         applied = apply.ensure_config_map(

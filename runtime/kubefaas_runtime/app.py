@@ -131,7 +131,11 @@ class RuntimeApp:
             asyncio.set_event_loop(loop)
             outcome: LoadedHandler | HandlerInitError
             try:
-                outcome = load_handler(code_dir=self.settings.code_dir, spec=self.settings.handler)
+                outcome = load_handler(
+                    code_dir=self.settings.code_dir,
+                    spec=self.settings.handler,
+                    deps_dir=self.settings.deps_dir or None,
+                )
             except HandlerInitError as exc:
                 outcome = exc
             except BaseException as exc:  # never leave the app "starting"

@@ -64,6 +64,10 @@ class Settings:
     """``HOST``: address to bind; local mode passes ``127.0.0.1``."""
     code_dir: str = DEFAULT_CODE_DIR
     """``KUBEFAAS_CODE_DIR``: folder with the user code, put first on ``sys.path``."""
+    deps_dir: str = ""
+    """``KUBEFAAS_DEPS_DIR``: installed requirements (docs/architecture.md, "Packaging"),
+    put on ``sys.path`` right after the code; empty = none. A built function image sets it
+    in its config; local mode sets it per instance."""
     handler: str = DEFAULT_HANDLER
     """``KUBEFAAS_HANDLER``: ``module.function`` (``pkg/mod.fn`` is accepted too)."""
     function_name: str = DEFAULT_FUNCTION_NAME
@@ -111,6 +115,7 @@ class Settings:
             port=_integer(env, "PORT", DEFAULT_PORT, low=0, high=65535),
             host=text("HOST", DEFAULT_HOST),
             code_dir=text("KUBEFAAS_CODE_DIR", DEFAULT_CODE_DIR),
+            deps_dir=env.get("KUBEFAAS_DEPS_DIR", "").strip(),
             handler=text("KUBEFAAS_HANDLER", DEFAULT_HANDLER),
             function_name=text("KUBEFAAS_FUNCTION_NAME", DEFAULT_FUNCTION_NAME),
             function_namespace=text("KUBEFAAS_FUNCTION_NAMESPACE", DEFAULT_NAMESPACE),

@@ -76,16 +76,21 @@ def split_handler(spec: str) -> tuple[str, str]:
     return module, name
 
 
-def load_handler(*, code_dir: str, spec: str) -> LoadedHandler:
-    """Put ``code_dir`` first on ``sys.path``, import the module and find the handler.
+def load_handler(*, code_dir: str, spec: str, deps_dir: str | None = None) -> LoadedHandler:
+    """Put ``code_dir`` first on ``sys.path`` (then ``deps_dir``, the function's installed
+    requirements), import the module and find the handler.
 
-    Raises ``HandlerInitError`` for every failure, whatever the user's code raised.
+    The code folder may be a tree (docs/architecture.md, "Packaging"): its sub-folders are
+    packages the handler imports as usual. Raises ``HandlerInitError`` for every failure,
+    whatever the user's code raised.
     """
     module_name, name = split_handler(spec)
-    if sys.path[:1] != [code_dir]:
-        if code_dir in sys.path:
-            sys.path.remove(code_dir)
-        sys.path.insert(0, code_dir)
+    wanted = [code_dir] if deps_dir is None else [code_dir, deps_dir]
+    if sys.path[: len(wanted)] != wanted:
+        for entry in wanted:
+            if entry in sys.path:
+                sys.path.remove(entry)
+        sys.path[0:0] = wanted
     # The code may have been written after this interpreter last listed the folder.
     importlib.invalidate_caches()
 

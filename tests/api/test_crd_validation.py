@@ -18,6 +18,7 @@ import yaml
 
 from kubefaas import limits
 from kubefaas_cluster.pytest_plugin import KubeApi
+from tests.code_paths import BAD_PATHS, GOOD_PATHS
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "function.yaml"
@@ -96,6 +97,18 @@ def test_a_custom_image_function_and_a_configmap_function_are_accepted(
     kube_api.kubectl("apply", "-n", namespace, "-f", "-", input=image)
     from_cm = manifest("from-cm", code={"configMap": {"name": "src"}})
     kube_api.kubectl("apply", "-n", namespace, "-f", "-", input=from_cm)
+
+
+def test_a_source_tree_and_a_code_path_are_accepted(
+    kube_api: KubeApi, crd: None, namespace: str
+) -> None:
+    """The model's good paths (tests/code_paths.py) pass the API server too."""
+    tree = {"main.py": "x = 1", **{path: "y = 2" for path in GOOD_PATHS}}
+    kube_api.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=manifest("tree", code={"inline": tree})
+    )
+    local = manifest("from-folder", code={"path": "./src"})
+    kube_api.kubectl("apply", "-n", namespace, "-f", "-", input=local)
 
 
 INVALID = [
@@ -191,14 +204,17 @@ INVALID = [
         "inline-and-configmap",
         manifest(code={"inline": {"main.py": "x"}, "configMap": {"name": "c"}}),
         "spec.code",
-        "set exactly one of code.inline and code.configMap",
+        "set exactly one of code.inline, code.configMap and code.path",
     ),
-    (
-        "file-name-with-slash",
-        manifest(code={"inline": {"main.py": "x = 1", "a/b.py": "y = 2"}}),
-        "spec.code.inline",
-        "inline file names must be ConfigMap keys",
-    ),
+    *[
+        (
+            f"inline-path-{index}",
+            manifest(code={"inline": {"main.py": "x = 1", path: "y = 2"}}),
+            "spec.code.inline",
+            "inline file paths must be relative",
+        )
+        for index, path in enumerate(BAD_PATHS)
+    ],
     (
         "duplicate-env",
         manifest(env=[{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),

@@ -15,8 +15,9 @@ behind `kubefaas local DIR`) on a free port, with real runtime processes behind 
   `spec={"timeoutSeconds": 1}`); `add_examples()` copies them all; `add_function(name,
   source, *, namespace="default", **spec)` writes an inline-code Function whose `main.py` is
   `source`; `add_raw(filename, text)` writes any text (bad manifests, ConfigMaps).
-- `start_gateway(directory, *, env=None, extra_args=())` -> `RunningGateway` once `/readyz`
-  answers; `examples_gateway` serves a copy of every example.
+- `start_gateway(directory, *, env=None, extra_args=(), state_dir=None)` -> `RunningGateway`
+  once `/readyz` answers (`state_dir` shared by two gateways is a restart);
+  `examples_gateway` serves a copy of every example.
 - `RunningGateway`: `url`, `client` (httpx, base_url set), `invoke(name, payload=None, *,
   namespace=None, path="", method="POST", **httpx_kwargs)`, `metrics()`, `sample(name,
   **labels)`, `stdout()`/`stderr()` (everything the process printed so far),
@@ -210,9 +211,10 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
         *,
         env: dict[str, str] | None = None,
         extra_args: Sequence[str] = (),
+        state_dir: Path | None = None,
     ) -> RunningGateway:
         n = len(started)
-        state_dir = tmp_path / f"state-{n}"
+        state_dir = state_dir or tmp_path / f"state-{n}"
         stdout_path, stderr_path = tmp_path / f"gateway-{n}.out", tmp_path / f"gateway-{n}.err"
         # Hermetic: none of the caller's own KUBEFAAS_* settings leak in.
         environment = {k: v for k, v in os.environ.items() if not k.startswith("KUBEFAAS_")}
@@ -264,8 +266,10 @@ def start_gateway(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
     yield start
 
     orphans: dict[int, list[int]] = {}
+    # All stopped first: gateways that share a state dir see each other's instances.
     for gateway in started:
         gateway.terminate()
+    for gateway in started:
         if not _wait_for(partial(_no_instances, gateway), ORPHAN_GRACE_SECONDS):
             pids = gateway.instance_pids()
             orphans[gateway.process.pid] = pids

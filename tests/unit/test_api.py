@@ -93,7 +93,7 @@ def test_round_trip_through_aliases_is_lossless() -> None:
         ({"handler": "main"}, "spec.handler", "should match pattern"),
         ({"handler": "app.handler"}, "spec", "handler's module must be one of the files"),
         ({"code": {"inline": {"main.py": ""}, "configMap": {"name": "c"}}}, "spec.code", "exactly"),
-        ({"code": {"inline": {"a/b.py": ""}}}, "spec.code", "ConfigMap key"),
+        ({"code": {"inline": {"../b.py": ""}}}, "spec.code", "inline file paths"),
         ({"eventFormat": "xml"}, "spec.eventFormat", "'json' or 'http'"),
         ({"env": [{"name": "A"}, {"name": "A"}]}, "spec", "env names must be unique"),
         ({"env": [{"name": "1BAD"}]}, "spec.env.0.name", "should match pattern"),

@@ -39,7 +39,13 @@ from typing import Any
 import aiohttp
 
 from kubefaas.api import Function
+from kubefaas.deps import DependencyCache
 from kubefaas_gateway.backends.base import Acquired, Instance, least_inflight
+from kubefaas_gateway.backends.local_code import (
+    ensure_dependencies,
+    local_dependency_cache,
+    write_code,
+)
 from kubefaas_gateway.backends.local_process import (
     LOOPBACK,
     PROBE_TIMEOUT_SECONDS,
@@ -70,14 +76,24 @@ class _Pool:
     ready: list[LocalInstance] = field(default_factory=list)
     starting: set[asyncio.Task[LocalInstance]] = field(default_factory=set)
     code_dir: Path | None = None
+    deps_dir: Path | None = None  # Path() once known to have no requirements
 
 
 class LocalBackend:
     """Runs instances as child processes of the gateway (see the module docstring)."""
 
-    def __init__(self, *, settings: Settings, config_maps: ConfigMaps | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        config_maps: ConfigMaps | None = None,
+        code_folders: Mapping[str, Path] | None = None,
+        deps: DependencyCache | None = None,
+    ) -> None:
         self._settings = settings
         self._config_maps: ConfigMaps = config_maps or {}
+        self._code_folders: Mapping[str, Path] = code_folders or {}
+        self._deps = deps or local_dependency_cache(settings.state_dir, settings.runtime_command[0])
         root = settings.state_dir.resolve() / "local"
         self._code_root = root / "code"
         self._instances_root = root / "instances"
@@ -218,40 +234,29 @@ class LocalBackend:
                     self._retire(pool, instance)
                     self._in_background(self._stop_instance(pool, instance))
                 pool.code_dir = None
+                pool.deps_dir = None
             pool.fn = fn
         return pool
 
     def _write_code(self, pool: _Pool) -> Path:
-        if pool.code_dir is not None:
-            return pool.code_dir
-        fn = pool.fn
-        code = fn.spec.code
-        if code is None:
-            raise NoCapacity(
-                f"function {fn.key} runs the image {fn.spec.image!r}; local mode runs "
-                "only functions with spec.runtime and spec.code"
+        if pool.code_dir is None:
+            pool.code_dir = write_code(
+                pool.fn,
+                code_root=self._code_root,
+                config_maps=self._config_maps,
+                code_folders=self._code_folders,
             )
-        files: Mapping[str, str]
-        if code.inline is not None:
-            files = code.inline
-        else:
-            assert code.config_map is not None  # the model allows exactly one
-            found = self._config_maps.get((fn.namespace, code.config_map.name))
-            if found is None:
-                raise NoCapacity(
-                    f"function {fn.key}: ConfigMap {fn.namespace}/{code.config_map.name} "
-                    "(spec.code.configMap.name) is not in the manifest folder"
-                )
-            files = found
-        target = self._code_root / fn.namespace / fn.name
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir(parents=True)
-        for name, source in files.items():
-            if name in (".", "..") or "/" in name:
-                raise NoCapacity(f"function {fn.key}: {name!r} is not a valid code file name")
-            (target / name).write_text(source, encoding="utf-8")
-        pool.code_dir = target
-        return target
+        return pool.code_dir
+
+    async def _dependencies(self, pool: _Pool, code_dir: Path) -> Path | None:
+        """Installed requirements (docs/architecture.md, "Packaging"); pip runs only once
+        per distinct set, normally before serving (`serve_local`), never per instance."""
+        if pool.deps_dir is None:
+            pool.deps_dir = (
+                await asyncio.to_thread(ensure_dependencies, pool.fn, code_dir, self._deps)
+                or Path()
+            )
+        return pool.deps_dir if pool.deps_dir != Path() else None
 
     # -- one instance's life -----------------------------------------------------------------
 
@@ -270,6 +275,7 @@ class LocalBackend:
         fn = pool.fn
         began = time.monotonic()
         code_dir = self._write_code(pool)
+        deps_dir = await self._dependencies(pool, code_dir)
         port = free_port()
         instance = LocalInstance(
             id=secrets.token_hex(4), function_key=fn.key, host=LOOPBACK, port=port
@@ -282,7 +288,12 @@ class LocalBackend:
                 *command,
                 cwd=code_dir,
                 env=instance_environment(
-                    fn, port=port, code_dir=code_dir, tmp=instance.tmp_dir, instance_id=instance.id
+                    fn,
+                    port=port,
+                    code_dir=code_dir,
+                    tmp=instance.tmp_dir,
+                    instance_id=instance.id,
+                    deps_dir=deps_dir,
                 ),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,

@@ -97,7 +97,13 @@ class LocalInstance(Instance):
 
 
 def instance_environment(
-    fn: Function, *, port: int, code_dir: Path, tmp: Path, instance_id: str = ""
+    fn: Function,
+    *,
+    port: int,
+    code_dir: Path,
+    tmp: Path,
+    instance_id: str = "",
+    deps_dir: Path | None = None,
 ) -> dict[str, str]:
     """The runtime launch contract; the gateway's own KUBEFAAS_* settings (the admin
     token among them) are not passed on, and user variables cannot override it."""
@@ -121,6 +127,8 @@ def instance_environment(
             "PYTHONDONTWRITEBYTECODE": "1",
         }
     )
+    if deps_dir is not None:
+        env["KUBEFAAS_DEPS_DIR"] = str(deps_dir)
     return env
 
 

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable, Mapping
 
 from kubefaas.api import Function, QueueTrigger, Trigger
 from kubefaas_gateway.state import BackgroundTask, GatewayState
@@ -26,13 +25,6 @@ from kubefaas_gateway.triggers.source import Credentials, Source
 
 log = logging.getLogger("kubefaas.gateway.triggers")
 
-# (namespace, secret name) -> its string data; None when the Secret is not known.
-SecretLookup = Callable[[str, str], Awaitable[Mapping[str, str] | None]]
-
-
-async def no_secrets(namespace: str, name: str) -> Mapping[str, str] | None:
-    return None
-
 
 def consumer_name() -> str:
     """This gateway's name in a Redis consumer group: stable across a restart of the same
@@ -43,9 +35,8 @@ def consumer_name() -> str:
 
 
 class TriggerRunner:
-    def __init__(self, state: GatewayState, *, secrets: SecretLookup = no_secrets) -> None:
+    def __init__(self, state: GatewayState) -> None:
         self._state = state
-        self._secrets = secrets
         self._outcomes = Outcomes(state.delivery)
         self._running: dict[tuple[str, str], tuple[Trigger, asyncio.Task[None]]] = {}
 
@@ -127,14 +118,15 @@ class TriggerRunner:
     async def _credentials(self, fn: Function, queue: QueueTrigger) -> Credentials:
         if queue.secret_ref is None:
             return Credentials()
-        data = await self._secrets(fn.namespace, queue.secret_ref.name)
+        data = await self._state.secrets(fn.namespace, queue.secret_ref.name)
         if data is None:
             raise LookupError(
                 f"Secret {queue.secret_ref.name!r} of namespace {fn.namespace!r} "
                 "(spec.triggers[].queue.secretRef) was not found"
             )
+        text = {key: value.decode("utf-8", "replace") for key, value in data.items()}
         return Credentials(
-            username=data.get("username"), password=data.get("password"), token=data.get("token")
+            username=text.get("username"), password=text.get("password"), token=text.get("token")
         )
 
     def _source(self, queue: QueueTrigger, credentials: Credentials) -> Source:
@@ -158,11 +150,11 @@ class TriggerRunner:
         raise ValueError("a queue trigger without a source")
 
 
-def run_triggers(secrets: SecretLookup = no_secrets) -> BackgroundTask:
+def run_triggers() -> BackgroundTask:
     """The background task that runs every trigger of the gateway's functions."""
 
     async def run(state: GatewayState) -> None:
-        await TriggerRunner(state, secrets=secrets).run()
+        await TriggerRunner(state).run()
 
     run.__name__ = "run_triggers"
     return run
