@@ -117,7 +117,6 @@ def create_app(
         delivery=delivery,
         observe=attach_observability(settings, backend, metrics),
     )
-    assert state.observe is not None
     background = (*background, _observability_task)
 
     @contextlib.asynccontextmanager
