@@ -133,7 +133,6 @@ def create_app(
             session=lambda: state.session,
         ),
     )
-    assert state.observe is not None
     background = (*background, _observability_task)
 
     @contextlib.asynccontextmanager

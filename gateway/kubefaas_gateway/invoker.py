@@ -107,6 +107,8 @@ class InvocationRequest:
     deadline: float  # epoch seconds; the runtime gets it as X-Deadline-Ms
     invocation_type: InvocationType = "sync"
     attempt: int = 1
+    # Async: when the event was queued or last attempted (epoch s), for the queue wait span.
+    queued_at: float | None = None
 
     @classmethod
     def event(

@@ -5,7 +5,8 @@ W3C `traceparent` always passes through to the function untouched (the gateway f
 caller's headers; the runtime puts it on `context.traceparent`). With
 `KUBEFAAS_OTLP_ENDPOINT` set, `create_app` builds a `TracedInvoker` instead of the plain
 `Invoker`: each invocation gets an `invoke` span (child of the caller's traceparent, kind
-server), a `cold start` child span when it waited for an instance to start, and the
+server), a `cold start` child span when it waited for an instance to start, a `queue wait`
+child span for an async attempt (from the 202, or the previous attempt, to this one), and the
 function receives the `invoke` span's own traceparent, so its spans nest under the
 gateway's. OpenTelemetry is an optional extra (`pip install 'kubefaas[tracing]'`) imported
 only here and only when configured: with tracing off nothing of it is imported and the
@@ -103,6 +104,13 @@ class TracedInvoker(Invoker):
                 "faas.attempt": request.attempt,
             },
         ) as span:
+            if request.queued_at is not None:
+                # Async: from the 202 (or the previous attempt) to this attempt.
+                self._tracer.start_span(
+                    "queue wait",
+                    start_time=int(request.queued_at * 1e9),
+                    attributes={"faas.invocation_id": request.invocation_id},
+                ).end()
             outgoing: dict[str, str] = {}
             self._propagator.inject(outgoing)
             request.headers = [

@@ -12,6 +12,8 @@ import contextlib
 import io
 import json
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -223,3 +225,27 @@ def test_logs_and_usage_need_the_admin_token(
     bad = gateway.client.get("/system/usage", params={"from": "10", "to": "5"}, headers=AUTH)
     assert bad.status_code == 400
     assert "`from`" in bad.json()["error"]["message"]
+
+
+def test_kubefaas_logs_follow_prints_new_lines_as_they_come(
+    manifest_dir: ManifestDir, start_gateway: Callable[..., RunningGateway], tmp_path: Any
+) -> None:
+    manifest_dir.add_function("chatty", CHATTY)
+    gateway = start_gateway(manifest_dir.path, env=ENV)
+    out_path = tmp_path / "follow.out"
+    command = [sys.executable, "-m", "kubefaas.cli", "logs", "chatty", "--follow"]
+    command += ["--gateway", gateway.url, "--token", TOKEN]
+    with out_path.open("wb") as out:
+        follower = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        time.sleep(1.5)  # following an empty log
+        assert gateway.invoke("chatty", {"n": 41}).status_code == 200
+        assert _wait(lambda: "hello 41" in out_path.read_text()), out_path.read_text()
+        assert gateway.invoke("chatty", {"n": 42}).status_code == 200
+        assert _wait(lambda: "hello 42" in out_path.read_text()), out_path.read_text()
+        assert follower.poll() is None
+    finally:
+        follower.terminate()
+        follower.wait(10)
+    messages = [json.loads(line)["msg"] for line in out_path.read_text().splitlines()]
+    assert messages.count("hello 41") == 1  # each line once, however often it polled

@@ -94,3 +94,16 @@ def test_spans_are_exported_over_otlp_when_configured_and_the_function_is_their_
     assert b"cold start" in bodies
     assert bytes.fromhex("4bf92f3577b34da6a3ce929d0e0e4736") in bodies
     assert gateway_span_id in bodies
+
+    # An async attempt: its invoke span has a queue wait child, in the caller's trace.
+    other_trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    accepted = gateway.client.post(
+        "/async-function/trace", json={}, headers={"traceparent": other_trace}
+    )
+    assert accepted.status_code == 202
+    give_up = time.monotonic() + 10
+    while time.monotonic() < give_up and not any(b"queue wait" in body for _, body in received):
+        time.sleep(0.1)
+    queued = [body for _, body in received if b"queue wait" in body]
+    assert queued, "no queue wait span was exported"
+    assert bytes.fromhex("0af7651916cd43dd8448eb211c80319c") in b"".join(queued)

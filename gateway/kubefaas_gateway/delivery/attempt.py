@@ -146,6 +146,8 @@ class Attempts:
             query=lease.query,
             now=now,
         )
+        previous = lease.previous[-1].finished_at if lease.previous else None
+        request.queued_at = previous if previous is not None else lease.created_at
         try:
             response = await invoker.invoke(fn, request)
         except asyncio.CancelledError:
