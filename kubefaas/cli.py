@@ -94,6 +94,40 @@ def _cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_deploy(args: argparse.Namespace) -> int:
+    import yaml
+
+    from kubefaas import oci
+    from kubefaas.api import InvalidFunction
+    from kubefaas.deploy import apply, build_all
+    from kubefaas.deps import InstallFailed
+
+    if not args.path.exists():
+        print(f"error: {args.path}: no such file or folder", file=sys.stderr)
+        return EXIT_USAGE
+    host = args.registry.split("/", 1)[0].rsplit(":", 1)[0]
+    plain = args.plain_http or host in ("127.0.0.1", "localhost", "[::1]")
+    try:
+        base = oci.read_archive(args.base)
+        deployed = build_all(
+            args.path,
+            base=base,
+            registry=args.registry,
+            cache_dir=args.cache_dir,
+            scheme="http" if plain else "https",
+        )
+    except (InvalidFunction, InstallFailed, oci.PushError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for item in deployed:
+        name = item.document["metadata"]["name"]
+        print(f"{name}: {item.image or 'unchanged (no build needed)'}", file=sys.stderr)
+    if args.dry_run:
+        sys.stdout.write(yaml.safe_dump_all([d.document for d in deployed], sort_keys=False))
+        return 0
+    return apply(deployed, args.kubectl.split())
+
+
 def _cmd_crd(args: argparse.Namespace) -> int:
     from kubefaas.crd import crd_yaml
 
@@ -182,6 +216,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="where installed requirements are cached (default .state/build)",
     )
     build.set_defaults(handler=_cmd_build)
+
+    deploy = commands.add_parser(
+        "deploy",
+        help="build, push and apply Functions whose code needs an image",
+        description="For every Function at PATH (a manifest or a folder of them) with "
+        "spec.code.path or inline code with a requirements.txt: build its image, push it to "
+        "REGISTRY/<namespace>-<name>, and apply the Function with spec.image pinned by "
+        "digest (kubectl apply). Other Functions are applied as they are.",
+    )
+    deploy.add_argument("path", type=Path, metavar="PATH", help="a manifest or a folder")
+    deploy.add_argument("--base", type=Path, required=True, help="the runtime image (OCI archive)")
+    deploy.add_argument("--registry", required=True, help="REGISTRY[/PREFIX] to push to")
+    deploy.add_argument("--plain-http", action="store_true", help="the registry speaks HTTP")
+    deploy.add_argument("--kubectl", default="kubectl", help="the kubectl command to apply with")
+    deploy.add_argument("--dry-run", action="store_true", help="print the Functions, apply none")
+    deploy.add_argument(
+        "--cache-dir", type=Path, default=Path(".state") / "build", help="installed requirements"
+    )
+    deploy.set_defaults(handler=_cmd_deploy)
 
     crd = commands.add_parser(
         "crd",

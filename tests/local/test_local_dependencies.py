@@ -116,3 +116,25 @@ def test_a_bad_requirement_is_refused_clearly_and_the_rest_serve(
     assert refused.status_code >= 500
     assert "no-such-package-kf==9.9" in refused.text
     assert "requirements.txt" in refused.text
+
+
+def test_requirements_in_a_configmap_are_installed_too(
+    manifest_dir: ManifestDir,
+    start_gateway: Callable[..., RunningGateway],
+    tmp_path: Path,
+) -> None:
+    pip_env = offline_index(tmp_path / "wheels")
+    config_map = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "shout-code"},
+        "data": {
+            "main.py": "import tinytext\ndef handler(event, context):\n"
+            "    return tinytext.shout('cm')\n",
+            "requirements.txt": "tinytext==1.0\n",
+        },
+    }
+    (manifest_dir.path / "cm.yaml").write_text(yaml.safe_dump(config_map))
+    write_function(manifest_dir, "from-cm", {"configMap": {"name": "shout-code"}})
+    gateway = start_gateway(manifest_dir.path, env=pip_env)
+    assert gateway.invoke("from-cm", {}).json() == "CM!"

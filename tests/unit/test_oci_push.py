@@ -16,9 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kubefaas import oci
+from kubefaas.api import parse_function
 from kubefaas.build import build_image, image_dependency_cache
+from kubefaas.cli import main
 from tests.unit.test_oci import base_image, function_folder
 from tests.wheels import offline_index
 
@@ -100,3 +103,53 @@ def test_a_pushed_image_is_served_by_digest_and_unchanged_layers_are_not_resent(
     oci.push(edited.image, f"{host}/team/hello:2", scheme="http")
     uploads = log.read_text().count("POST /v2/team/hello/blobs/uploads/") - uploads_before
     assert uploads == 2  # the new code layer and the new config; base and deps were there
+
+
+def test_kubefaas_deploy_pushes_and_pins_the_function_by_digest(
+    registry: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in offline_index(tmp_path / "wheels").items():
+        monkeypatch.setenv(name, value)
+    host, _ = registry
+    base = tmp_path / "base.tar"
+    oci.write_archive(base_image(), base)
+    manifests = tmp_path / "manifests"
+    function_folder(manifests / "src")
+    (manifests / "fn.yaml").write_text(
+        "apiVersion: kubefaas.io/v1alpha1\nkind: Function\nmetadata: {name: hello}\n"
+        "spec: {runtime: python3.11, code: {path: ./src}, timeoutSeconds: 7}\n"
+        "---\napiVersion: kubefaas.io/v1alpha1\nkind: Function\nmetadata: {name: flat}\n"
+        "spec: {runtime: python3.11, code: {inline: {main.py: 'x = 1'}}}\n"
+    )
+    code = main(
+        [
+            "deploy",
+            str(manifests),
+            "--base",
+            str(base),
+            "--registry",
+            host,
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "--dry-run",
+        ]
+    )
+    assert code == 0
+    hello, flat = (parse_function(d) for d in yaml.safe_load_all(capsys.readouterr().out))
+    assert hello.spec.code is None
+    assert hello.spec.runtime is None
+    assert hello.spec.timeout_seconds == 7
+    assert hello.spec.image is not None
+    repository, _, digest = hello.spec.image.partition("@")
+    assert repository == f"{host}/default-hello"
+    # What the kubelet pulls by that digest is the image that was built.
+    name = repository.removeprefix(f"{host}/")
+    body, headers = get(f"http://{host}/v2/{name}/manifests/{digest}", oci.MEDIA_MANIFEST)
+    assert headers["Docker-Content-Digest"] == digest
+    assert "sha256:" + hashlib.sha256(body).hexdigest() == digest
+    # A function the cluster can run as it is stays as it is.
+    assert flat.spec.code is not None
+    assert flat.spec.code.inline == {"main.py": "x = 1"}
