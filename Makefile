@@ -19,11 +19,12 @@ $(STAMP): pyproject.toml cluster/pyproject.toml
 
 venv: $(STAMP)
 
-# Debian packages the test tiers start for real (redis-server for the Redis queue backend).
-# Installed only when missing; CI machines may be fresh.
-SYSTEM_PACKAGES := redis-server
+# Debian packages the test tiers start for real (redis-server for the Redis queue backend;
+# chromium and chromium-driver for the console's browser tests). Installed only when
+# missing; CI machines may be fresh.
+SYSTEM_PACKAGES := redis-server chromium chromium-driver
 system-deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; \

@@ -22,6 +22,7 @@ from kubefaas.api import Function, InvalidFunction
 from kubefaas.manifests import MANIFEST_SUFFIXES, LoadResult, load_directory, load_file
 from kubefaas_gateway.app import create_app
 from kubefaas_gateway.backends.local import LocalBackend
+from kubefaas_gateway.console.store import FolderStore
 from kubefaas_gateway.local_autoscaler import autoscale_locally
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.serve import serve
@@ -41,6 +42,7 @@ def serve_local(
     port: int,
     state_dir: Path | None = None,
     redis_url: str | None = None,
+    console: bool = False,
 ) -> int:
     """Serve every valid Function in `directory` on host:port until stopped; exit status.
 
@@ -52,6 +54,8 @@ def serve_local(
         overrides["state_dir"] = state_dir
     if redis_url is not None:
         overrides["redis_url"] = redis_url
+    if console:
+        overrides["console_enabled"] = True
     settings = Settings(**overrides)  # type: ignore[arg-type]
     logging.basicConfig(level=settings.log_level.upper(), format=LOG_FORMAT, stream=sys.stderr)
 
@@ -84,9 +88,12 @@ def serve_local(
     print(f"kubefaas local: serving on {base} (Ctrl-C to stop)", flush=True)
 
     backend = LocalBackend(settings=settings, config_maps=result.config_maps)
-    app = create_app(
-        settings, backend, FunctionRegistry(functions), background=(autoscale_locally(backend),)
-    )
+    registry = FunctionRegistry(functions)
+    app = create_app(settings, backend, registry, background=(autoscale_locally(backend),))
+    if settings.console_enabled:
+        # The console deploys by writing into the served folder (docs/console.md).
+        app.state.console_store = FolderStore(directory, registry)
+        print(f"kubefaas local: console on {base}/console")
     started = serve(app, settings, sockets=[listener])
     return EXIT_OK if started else EXIT_NOTHING_TO_SERVE
 
@@ -180,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--redis-url", help="keep the async queue in Redis (default $KUBEFAAS_REDIS_URL)"
     )
+    parser.add_argument("--console", action="store_true", help="serve the web console")
     args = parser.parse_args(argv)
     from_env = Settings()
     return serve_local(
@@ -188,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port if args.port is not None else from_env.port,
         state_dir=args.state_dir,
         redis_url=args.redis_url,
+        console=args.console or from_env.console_enabled,
     )
 
 

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     """`KUBEFAAS_ADMIN_TOKEN`, default unset: bearer token for admin routes
     (`/system/dead-letters`); while unset those routes answer 403 saying how to set it."""
 
+    console_enabled: bool = False
+    """`KUBEFAAS_CONSOLE_ENABLED`, default false: serve the web console at `/console`
+    (docs/console.md); it logs in with the admin token, so it needs one set."""
+
     default_namespace: str = DEFAULT_NAMESPACE
     """`KUBEFAAS_DEFAULT_NAMESPACE`, default `default`: namespace of `/function/{name}`."""
 
