@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,9 @@ async def form_data(request: Request) -> dict[str, str]:
 def render(
     request: Request, template: str, session: Session | None, status: int = 200, **context: Any
 ) -> HTMLResponse:
+    nonce = secrets.token_urlsafe(16)
     html = TEMPLATES.get_template(template).render(
-        session=session, path=request.url.path, **context
+        session=session, path=request.url.path, nonce=nonce, **context
     )
     return HTMLResponse(
         html,
@@ -53,7 +55,8 @@ def render(
         headers={
             # Everything the pages load is served here; no inline script, no framing.
             "Content-Security-Policy": (
-                "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                "default-src 'self'; img-src 'self' data:; "
+                f"style-src 'self' 'nonce-{nonce}'; "
                 "script-src 'self'; frame-ancestors 'none'; form-action 'self'"
             ),
             "X-Content-Type-Options": "nosniff",

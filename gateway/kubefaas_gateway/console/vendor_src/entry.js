@@ -21,6 +21,8 @@ function language(name) {
 // Replace a <textarea> with an editor that keeps the textarea's value in sync, so the
 // form still submits (and works without JavaScript, as a plain textarea).
 function attach(textarea, filename) {
+  // The page's Content-Security-Policy admits only styles carrying this nonce.
+  const nonceMeta = document.querySelector('meta[name="csp-nonce"]');
   const dark = window.matchMedia && window.matchMedia("(prefers-color-scheme: dark)").matches;
   const theme = new Compartment();
   const view = new EditorView({
@@ -28,6 +30,7 @@ function attach(textarea, filename) {
       doc: textarea.value,
       extensions: [
         basicSetup,
+        nonceMeta ? EditorView.cspNonce.of(nonceMeta.content) : [],
         keymap.of([indentWithTab]),
         language(filename || ""),
         theme.of(dark ? oneDark : []),
