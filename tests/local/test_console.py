@@ -40,7 +40,10 @@ def console_gateway(
     for example in EXAMPLES.glob("*.yaml"):
         shutil.copy(example, manifest_dir.path / example.name)
     return start_gateway(
-        manifest_dir.path, env={"KUBEFAAS_ADMIN_TOKEN": TOKEN}, extra_args=("--console",)
+        manifest_dir.path,
+        # Retries in a fraction of a second, so `fail` reaches the dead letters at once.
+        env={"KUBEFAAS_ADMIN_TOKEN": TOKEN, "KUBEFAAS_ASYNC_RETRY_BASE_SECONDS": "0.2"},
+        extra_args=("--console",),
     )
 
 
@@ -180,7 +183,27 @@ def test_console_login_edit_deploy_test_async(
 
     _wait(succeeded, "the async record to succeed")
     assert "howdy, console!" in find(By.ID, f"inv-{invocation_id}").text
+
+    # An event `fail` cannot handle ends in the dead letters; redrive it, then purge it.
+    driver.get(f"{base}/console/functions/default/fail")  # type: ignore[attr-defined]
+    find(By.ID, "mode-async").click()
+    find(By.ID, "send").click()
+    failed_id = _wait(lambda: driver.find_elements(By.ID, "async-link"), "the async answer")[0].text  # type: ignore[attr-defined,index]
+
+    def dead_letter() -> list[object]:
+        driver.get(f"{base}/console/async")  # type: ignore[attr-defined]
+        return driver.find_elements(By.ID, f"dead-{failed_id}")  # type: ignore[attr-defined,no-any-return]
+
+    row = _wait(dead_letter, "the dead letter")[0]  # type: ignore[index]
+    assert "failing on purpose" in row.text
+    assert find(By.ID, f"inv-{failed_id}").get_attribute("data-status") == "dead"
     _shot(driver, "async")
+    row.find_element(By.CSS_SELECTOR, "button.redrive").click()
+    assert find(By.CSS_SELECTOR, "p.ok").text == f"redriven: {failed_id}"
+    row = _wait(dead_letter, "the redriven event to be dead again")[0]  # type: ignore[index]
+    row.find_element(By.CSS_SELECTOR, "button.danger").click()
+    assert find(By.CSS_SELECTOR, "p.ok").text == f"purged: {failed_id}"
+    assert driver.find_elements(By.ID, f"dead-{failed_id}") == []  # type: ignore[attr-defined]
 
     # A bad field: the API's own message, next to that field; nothing is written.
     driver.get(f"{base}/console/functions/default/hello")  # type: ignore[attr-defined]
