@@ -156,6 +156,9 @@ class ClusterStore:
             raise DeployError(f"the API server answered {exc.status}: {exc.message}") from None
         return f"applied Function {namespace}/{name} to the cluster"
 
+    async def close(self) -> None:
+        await self._kube.close()
+
 
 def _is(document: Any, name: str, namespace: str) -> bool:
     if not isinstance(document, dict) or document.get("kind") != "Function":
