@@ -128,6 +128,8 @@ class KubeApply(Protocol):
         self, path: str, body: dict[str, Any], *, field_manager: str
     ) -> dict[str, Any]: ...
 
+    async def close(self) -> None: ...
+
 
 class ClusterStore:
     """Cluster mode: server-side apply through the API server (see the module docstring)."""
