@@ -227,6 +227,20 @@ def test_console_login_edit_deploy_test_async(
     assert counts[:2] == ["3", "0"]  # invocations, errors
     assert int(counts[2]) >= 1  # cold starts
     _shot(driver, "functions")
+
+    # The page keeps itself current: one more call shows up without a reload.
+    console_gateway.invoke("hello", {"name": "again"})
+
+    def invocations_shown() -> str:
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        try:
+            row = find(By.CSS_SELECTOR, "tr[data-function='default/hello']")
+            return str(row.find_elements(By.CSS_SELECTOR, ".count")[0].text)
+        except StaleElementReferenceException:
+            return ""  # replaced by the refresh while being read
+
+    _wait(lambda: invocations_shown() == "4", "the functions page to refresh itself")
     driver.execute_cdp_cmd(  # type: ignore[attr-defined]
         "Emulation.setEmulatedMedia",
         {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},

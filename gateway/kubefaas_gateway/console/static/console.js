@@ -12,6 +12,23 @@ document.addEventListener("DOMContentLoaded", () => {
     const label = document.querySelector(`label[for="${area.id}"]`);
     if (label) label.addEventListener("click", () => view.focus());
   });
+  // The functions page refreshes its figures every 10 s while it is visible.
+  const main = document.querySelector("main[data-refresh]");
+  if (main) {
+    const every = Number(main.dataset.refresh) * 1000;
+    setInterval(async () => {
+      if (document.hidden) return;
+      try {
+        const answer = await fetch(location.href, { credentials: "same-origin" });
+        if (!answer.ok || answer.redirected) return;
+        const page = new DOMParser().parseFromString(await answer.text(), "text/html");
+        const fresh = page.querySelector("main[data-refresh]");
+        if (fresh && !main.contains(document.activeElement)) main.replaceChildren(...fresh.childNodes);
+      } catch (error) {
+        // Offline for a moment: the next tick tries again.
+      }
+    }, every);
+  }
   // A result or an error is announced and scrolled into view after a post.
   const focusTarget = document.querySelector("#result, #deploy-status, .field-error");
   if (focusTarget) focusTarget.scrollIntoView({ block: "nearest" });
