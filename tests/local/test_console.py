@@ -284,3 +284,16 @@ def test_console_is_off_unless_enabled(
     manifest_dir.add_example("hello")
     gateway = start_gateway(manifest_dir.path, env={"KUBEFAAS_ADMIN_TOKEN": TOKEN})
     assert gateway.client.get("/console/login").status_code == 404
+
+
+def test_console_without_an_admin_token_says_how_to_set_one(
+    manifest_dir: ManifestDir, start_gateway: Callable[..., RunningGateway]
+) -> None:
+    manifest_dir.add_example("hello")
+    gateway = start_gateway(manifest_dir.path, extra_args=("--console",))
+    page = gateway.client.get("/console/login")
+    assert page.status_code == 200
+    assert "KUBEFAAS_ADMIN_TOKEN" in page.text
+    # No token configured never means open: every token is wrong.
+    assert gateway.client.post("/console/login", data={"token": ""}).status_code == 401
+    assert gateway.client.get("/console/functions").status_code == 303

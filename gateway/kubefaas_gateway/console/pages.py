@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -38,7 +38,9 @@ async def form_data(request: Request) -> dict[str, str]:
     """An `application/x-www-form-urlencoded` body (the console's forms post nothing else)."""
     body = await request.body()
     if len(body) > FORM_LIMIT_BYTES:
-        return {}
+        raise HTTPException(
+            status_code=413, detail=f"the form is over {FORM_LIMIT_BYTES // 1024} KiB"
+        )
     return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
 
 
