@@ -220,6 +220,24 @@ def test_console_login_edit_deploy_test_async(
     assert (manifest_dir.path / "hello.yaml").read_text() == before
     _shot(driver, "bad-field")
 
+    # A new function: a bad name gets the API's rule beside it, a good one is deployed
+    # into the folder and answers at once.
+    driver.get(f"{base}/console/functions")  # type: ignore[attr-defined]
+    find(By.ID, "new-function").click()
+    find(By.ID, "f-name").send_keys("Made_Here")
+    find(By.ID, "create").click()
+    name_error = _wait(lambda: driver.find_elements(By.ID, "err-name"), "the name's error")[0]  # type: ignore[attr-defined,index]
+    assert name_error.text.startswith("metadata.name: ")
+    field = find(By.ID, "f-name")
+    field.clear()
+    field.send_keys("made-here")
+    find(By.ID, "create").click()
+    _wait(lambda: driver.current_url.endswith("/console/functions/default/made-here"), "its page")  # type: ignore[attr-defined]
+    assert (manifest_dir.path / "made-here.yaml").exists()
+    find(By.ID, "send").click()
+    body = _wait(lambda: driver.find_elements(By.ID, "result-body"), "its answer")[0]  # type: ignore[attr-defined,index]
+    assert '"hello": {' in body.text
+
     # The functions page counts what happened (sync, async and the curl call).
     driver.get(f"{base}/console/functions")  # type: ignore[attr-defined]
     hello_row = find(By.CSS_SELECTOR, "tr[data-function='default/hello']")

@@ -14,6 +14,7 @@ from kubefaas_gateway.state import GatewayState
 router = APIRouter()
 router.include_router(views.router)
 router.include_router(function_page.router)
+router.include_router(function_page.new_router)
 router.include_router(async_page.router)
 
 

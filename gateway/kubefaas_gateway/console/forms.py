@@ -154,10 +154,32 @@ def apply_form(
     return document, form, fn
 
 
+STARTER_CODE = """def handler(event, context):
+    return {"hello": event}
+"""
+
+
+def new_document(name: str, namespace: str) -> dict[str, Any]:
+    """The manifest a new function starts from: inline Python code, every other default."""
+    meta: dict[str, Any] = {"name": name}
+    if namespace != "default":
+        meta["namespace"] = namespace
+    return {
+        "apiVersion": "kubefaas.io/v1alpha1",
+        "kind": "Function",
+        "metadata": meta,
+        "spec": {"runtime": limits.RUNTIMES[0], "code": {"inline": {"main.py": STARTER_CODE}}},
+    }
+
+
 def _field_of(problem: str) -> str | None:
     """The form field an API message is about (`spec.scaling.maxScale: ...` -> maxScale)."""
     location = problem.partition(":")[0].strip()
     parts = tuple(location.split("."))
+    if parts[:2] == ("metadata", "name"):
+        return "name"
+    if parts[:2] == ("metadata", "namespace"):
+        return "namespace"
     for name, path, _label, _kind in FORM_FIELDS:
         if parts[: len(path)] == path:
             return name

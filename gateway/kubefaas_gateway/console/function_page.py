@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 import aiohttp
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 
 from kubefaas import wire
 from kubefaas.api import Function
@@ -126,6 +126,42 @@ async def deploy(request: Request, namespace: str, name: str, session: SessionDe
     # Local mode reloads at once; on a cluster the watch brings the new spec shortly.
     current = state_of(request).registry.get(fn.key) or valid
     return _page(request, session, current, deployed=message, store_where=store.where)
+
+
+new_router = APIRouter(prefix="/console/new", include_in_schema=False)
+
+
+@new_router.get("")
+async def new_form(request: Request, session: SessionDep) -> Response:
+    document = forms.new_document("", state_of(request).settings.default_namespace)
+    return render(request, "new.html", session, form=forms.form_of(document, None), error=None)
+
+
+@new_router.post("")
+async def create(request: Request, session: SessionDep) -> Response:
+    """Deploy a new function from a name, a namespace and the starter code."""
+    submitted = await form_data(request)
+    auth.check_csrf(session, submitted.get("csrf"))
+    name = submitted.get("name", "").strip()
+    namespace = submitted.get("namespace", "").strip() or "default"
+    base = forms.new_document(name, namespace)
+    if state_of(request).registry.get(f"{namespace}/{name}") is not None:
+        form = forms.form_of(base, None)
+        form.errors["name"] = [f"metadata.name: function {namespace}/{name} exists already"]
+        return render(request, "new.html", session, 409, form=form, error=None)
+    document, form, valid = forms.apply_form(base, submitted)
+    form.name, form.namespace = name, namespace
+    if valid is None:
+        return render(request, "new.html", session, 422, form=form, error=None)
+    store = await store_of(request)
+    try:
+        await store.deploy(document)
+    except DeployError as exc:
+        status = 403 if isinstance(exc, DeployForbidden) else 502
+        return render(request, "new.html", session, status, form=form, error=exc.message)
+    return RedirectResponse(
+        f"/console/functions/{quote(namespace, safe='')}/{quote(name, safe='')}", status_code=303
+    )
 
 
 def _headers(text: str) -> list[tuple[str, str]]:
