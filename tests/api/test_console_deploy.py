@@ -9,15 +9,23 @@ chart adds for `console.enabled` (create, patch) the Function is created, then u
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from kubefaas_cluster.pytest_plugin import KubeApi
-from kubefaas_gateway.console.store import ClusterStore, DeployForbidden
+from kubefaas_gateway.app import create_app
+from kubefaas_gateway.backends.kubernetes import KubernetesBackend
+from kubefaas_gateway.console import forms
+from kubefaas_gateway.console.store import ClusterStore, DeployForbidden, function_document
 from kubefaas_gateway.kube_async import KubeClient
-from tests.api.test_gateway_kubernetes_cluster import service_account_kubeconfig
+from kubefaas_gateway.registry import FunctionRegistry
+from kubefaas_gateway.settings import Settings
+from tests.api.test_gateway_kubernetes_cluster import eventually, service_account_kubeconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = ROOT / "crds" / "function.yaml"
@@ -91,3 +99,57 @@ async def test_deploy_is_refused_without_rights_then_creates_and_updates(
         assert updated["metadata"]["generation"] == created["metadata"]["generation"] + 1
     finally:
         await store.close()
+
+
+async def test_the_console_deploys_through_the_cluster_gateway(
+    kube_api: KubeApi,
+    namespace: str,
+    crd: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cluster gateway's app with the console on: log in, deploy an edit of a Function
+    the watch brought in; the API server has it, and the watch brings the new spec back."""
+    ns = namespace
+    document = copy.deepcopy(HELLO)
+    document["metadata"]["namespace"] = ns
+    kube_api.kubectl("apply", "-f", "-", input=yaml.safe_dump(document))
+    monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    settings = Settings(
+        state_dir=tmp_path / "state",
+        namespaces=(ns,),
+        console_enabled=True,
+        admin_token=SecretStr("t0ken"),
+    )
+    registry = FunctionRegistry()
+    app = create_app(settings, KubernetesBackend(settings=settings, registry=registry), registry)
+    key = f"{ns}/hello"
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1", timeout=60
+        ) as client,
+    ):
+        await eventually(lambda: key in registry, "the watch to bring the Function")
+        assert (await client.post("/console/login", data={"token": "t0ken"})).status_code == 303
+        page = (await client.get(f"/console/functions/{ns}/hello")).text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf is not None
+        fn = registry.get(key)
+        assert fn is not None
+        form = forms.form_of(function_document(fn), fn)
+        submitted = {**form.values, "env": "GREETING=howdy", "csrf": csrf.group(1)}
+        answer = await client.post(f"/console/functions/{ns}/hello/deploy", data=submitted)
+        assert answer.status_code == 200, answer.text
+        assert f"applied Function {ns}/hello to the cluster" in answer.text
+        live = kube_api.kubectl_json("get", "function", "hello", "-n", ns, "--show-managed-fields")
+        assert live["spec"]["env"] == [{"name": "GREETING", "value": "howdy"}]
+        managers = {m["manager"] for m in live["metadata"]["managedFields"]}
+        assert "kubefaas-console" in managers
+
+        def redefined() -> bool:
+            current = registry.get(key)
+            return current is not None and [e.value for e in current.spec.env] == ["howdy"]
+
+        await eventually(redefined, "the watch to bring the new spec")

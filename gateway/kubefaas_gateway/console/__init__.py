@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from kubefaas_gateway.console import async_page, function_page, history, views
+from kubefaas_gateway.console import async_page, function_page, history, pages, views
 from kubefaas_gateway.state import GatewayState
 
 router = APIRouter()
@@ -19,8 +19,12 @@ router.include_router(async_page.router)
 
 
 async def record_history(state: GatewayState) -> None:
-    """Sample the gateway's counters into the console's per-minute history."""
-    await history.sample_forever(state.metrics)
+    """Sample the gateway's counters into the console's per-minute history; at shutdown
+    (cancelled with the app's other tasks) close what the console opened."""
+    try:
+        await history.sample_forever(state.metrics)
+    finally:
+        await pages.close_stores(state)
 
 
 __all__ = ["record_history", "router"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -68,15 +69,29 @@ def render(
     )
 
 
+# The cluster store of each running app, connected on first Deploy, closed at shutdown.
+_CLUSTER_STORES: weakref.WeakKeyDictionary[GatewayState, ClusterStore] = weakref.WeakKeyDictionary()
+
+
 async def store_of(request: Request) -> FunctionStore:
     """Local mode sets `app.state.console_store`; on a cluster it is the API server."""
     store: FunctionStore | None = getattr(request.app.state, "console_store", None)
-    if store is None:
+    if store is not None:
+        return store
+    state = state_of(request)
+    cluster = _CLUSTER_STORES.get(state)
+    if cluster is None:
         from kubefaas_gateway.kube_async import KubeClient
 
-        store = ClusterStore(await KubeClient.connect())
-        request.app.state.console_store = store
-    return store
+        cluster = _CLUSTER_STORES[state] = ClusterStore(await KubeClient.connect())
+    return cluster
+
+
+async def close_stores(state: GatewayState) -> None:
+    """Close the API connection the console opened for `state`, if it opened one."""
+    cluster = _CLUSTER_STORES.pop(state, None)
+    if cluster is not None:
+        await cluster.close()
 
 
 def recent_async(request: Request) -> deque[tuple[str, str]]:
