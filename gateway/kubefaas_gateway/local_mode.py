@@ -93,7 +93,13 @@ def serve_local(
     if settings.console_enabled:
         # The console deploys by writing into the served folder (docs/console.md).
         app.state.console_store = FolderStore(directory, registry)
-        print(f"kubefaas local: console on {base}/console")
+        token = settings.admin_token
+        login = (
+            "log in with $KUBEFAAS_ADMIN_TOKEN"
+            if token is not None and token.get_secret_value()
+            else "set KUBEFAAS_ADMIN_TOKEN to log in"
+        )
+        print(f"kubefaas local: console on {base}/console ({login})")
     started = serve(app, settings, sockets=[listener])
     return EXIT_OK if started else EXIT_NOTHING_TO_SERVE
 
