@@ -71,7 +71,6 @@ class Window:
     invocations: list[float] = field(default_factory=list)
     errors: list[float] = field(default_factory=list)
     cold_starts: list[float] = field(default_factory=list)
-    p99: list[float] = field(default_factory=list)
 
 
 def _by_function(
@@ -137,34 +136,35 @@ class History:
                 series.append((minute, sample))
 
     def window(self, key: str, now_sample: Sample | None) -> Window:
-        """Figures over the last hour, ending with `now_sample` (the live counts)."""
+        """Figures over the last hour, ending with `now_sample` (the live counts).
+
+        One pass over the (at most 61) samples; per-minute series carry the counts only,
+        the histogram is differenced once, for the window's quantiles.
+        """
         minute = int(self._clock() // 60)
-        series = [(m, s) for m, s in self._series.get(key, ()) if m < minute]
+        stored = self._series.get(key, ())
+        series = [(m, s) for m, s in stored if m < minute]
         if now_sample is not None:
             series.append((minute, now_sample))
-        elif key in self._series and self._series[key][-1][0] == minute:
-            series.append(self._series[key][-1])
+        elif stored and stored[-1][0] == minute:
+            series.append(stored[-1])
         first_minute = minute - MINUTES + 1
-
-        def at(m: int) -> Sample:
-            found = Sample()
-            for when, sample in series:
-                if when > m:
-                    break
-                found = sample
-            return found
-
-        baseline = at(first_minute - 1)
-        window = Window(total=at(minute).minus(baseline))
-        previous = baseline
+        baseline = Sample()
+        index = 0
+        while index < len(series) and series[index][0] < first_minute:
+            baseline = series[index][1]
+            index += 1
+        window = Window(total=Sample())
+        previous = current = baseline
         for m in range(first_minute, minute + 1):
-            current = at(m)
-            delta = current.minus(previous)
-            window.invocations.append(delta.invocations)
-            window.errors.append(delta.errors)
-            window.cold_starts.append(delta.cold_starts)
-            window.p99.append(delta.quantile(0.99) or 0.0)
+            while index < len(series) and series[index][0] <= m:
+                current = series[index][1]
+                index += 1
+            window.invocations.append(current.invocations - previous.invocations)
+            window.errors.append(current.errors - previous.errors)
+            window.cold_starts.append(current.cold_starts - previous.cold_starts)
             previous = current
+        window.total = current.minus(baseline)
         return window
 
 
@@ -180,8 +180,12 @@ def history_of(metrics: Metrics) -> History:
 
 
 async def sample_forever(metrics: Metrics, interval: float = SAMPLE_SECONDS) -> None:
-    """Record a sample every `interval` seconds until cancelled."""
+    """Record a sample every `interval` seconds until cancelled.
+
+    Reading every counter costs about a millisecond per function (bench/RESULTS.md,
+    "Console history"), so it runs in a worker thread, off the event loop the invoke path
+    uses (prometheus_client's collectors are thread-safe)."""
     history = history_of(metrics)
     while True:
-        history.record(read(metrics))
+        history.record(await asyncio.to_thread(read, metrics))
         await asyncio.sleep(interval)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -112,9 +113,10 @@ def ready_of(fn: Function) -> str:
     return "unknown"
 
 
-def function_rows(state: GatewayState, base_url: str) -> dict[str, list[dict[str, Any]]]:
-    """Per namespace, one row of figures per function (live counts, last hour)."""
-    live = history.read(state.metrics)
+def function_rows(
+    state: GatewayState, base_url: str, live: dict[str, history.Sample]
+) -> dict[str, list[dict[str, Any]]]:
+    """Per namespace, one row of figures per function (`live` counts, last hour)."""
     past = history.history_of(state.metrics)
     by_namespace: dict[str, list[dict[str, Any]]] = {}
     for fn in sorted(state.registry, key=lambda f: (f.namespace, f.name)):
@@ -142,4 +144,7 @@ def function_rows(state: GatewayState, base_url: str) -> dict[str, list[dict[str
 async def functions(request: Request, session: SessionDep) -> Response:
     state = state_of(request)
     base = str(request.base_url).rstrip("/")
-    return render(request, "functions.html", session, namespaces=function_rows(state, base))
+    # Off the event loop, as the sampler does (history.sample_forever).
+    live = await asyncio.to_thread(history.read, state.metrics)
+    rows = function_rows(state, base, live)
+    return render(request, "functions.html", session, namespaces=rows)
