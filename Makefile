@@ -22,10 +22,11 @@ venv: $(STAMP)
 # Debian packages the test tiers start for real: redis-server (the Redis queue backend and
 # Redis Streams triggers), nats-server (NATS JetStream triggers), prometheus (`promtool check
 # rules` on the chart's alerts), docker-registry (the CNCF distribution registry, for
-# `kubefaas build --push`). Installed only when missing; CI machines may be fresh.
-SYSTEM_PACKAGES := redis-server nats-server prometheus docker-registry
+# `kubefaas build --push`), chromium and chromium-driver (the console's browser tests).
+# Installed only when missing; CI machines may be fresh.
+SYSTEM_PACKAGES := redis-server nats-server prometheus docker-registry chromium chromium-driver
 system-deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(SYSTEM_PACKAGES); do command -v $$p >/dev/null || dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null; \

@@ -29,6 +29,8 @@ def _cmd_local(args: argparse.Namespace) -> int:
         options["state_dir"] = args.state_dir
     if args.redis_url is not None:
         options["redis_url"] = args.redis_url
+    if args.console:
+        options["console"] = True
     return int(serve_local(args.directory, **options) or 0)
 
 
@@ -182,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     local.add_argument(
         "--redis-url", default=None, help="use Redis Streams for the async queue instead"
+    )
+    local.add_argument(
+        "--console",
+        action="store_true",
+        help="serve the web console at /console (log in with $KUBEFAAS_ADMIN_TOKEN)",
     )
     local.set_defaults(handler=_cmd_local)
 

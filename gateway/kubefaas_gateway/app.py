@@ -27,7 +27,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from starlette.types import Receive, Scope, Send
 
-from kubefaas_gateway import proxy
+from kubefaas_gateway import console, proxy
 from kubefaas_gateway.auth import Authenticator
 from kubefaas_gateway.backends.base import Backend
 from kubefaas_gateway.delivery import AsyncDelivery
@@ -97,6 +97,8 @@ def create_app(
     read Secrets (default: the `secrets_dir` folder, else none).
     """
     tracker = tracker if tracker is not None else Tracker()
+    if settings.console_enabled:  # docs/architecture.md, "Console"
+        background = (*background, console.record_history)
     signals = ScalingSignals()
     metrics = Metrics(functions=lambda: registry, tracker=tracker, backend=backend, signals=signals)
     if queue is None:
@@ -178,6 +180,8 @@ def create_app(
     app.state.gateway = state
     for router in ROUTERS:
         app.include_router(router)
+    if settings.console_enabled:
+        app.include_router(console.router)
     return app
 
 

@@ -25,6 +25,8 @@ from kubefaas.kubeapi import JSON, MERGE_PATCH, REQUEST_TIMEOUT_SECONDS, ApiErro
 
 __all__ = ["ApiError", "Backoff", "Kube", "KubeClient", "collection_path", "status_error"]
 
+# Server-side apply takes YAML, of which JSON is a subset.
+APPLY_PATCH = "application/apply-patch+yaml"
 LIST_PAGE_SIZE = 500
 # Bookmarks arrive about once a minute; a watch read silent this much longer than its
 # server-side timeout is a dead connection.
@@ -181,6 +183,14 @@ class KubeClient:
 
     async def patch(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self._json("PATCH", path, body=body, content_type=MERGE_PATCH)
+
+    async def apply(
+        self, path: str, body: Mapping[str, Any], *, field_manager: str
+    ) -> dict[str, Any]:
+        """Server-side apply (create or update) of the object at `path` (the console's
+        Deploy, docs/console.md); conflicts with other managers are forced."""
+        query = [("fieldManager", field_manager), ("force", "true")]
+        return await self._json("PATCH", path, body=body, query=query, content_type=APPLY_PATCH)
 
     async def close(self) -> None:
         await self._client.close()

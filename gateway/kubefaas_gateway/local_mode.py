@@ -24,6 +24,7 @@ from kubefaas.manifests import MANIFEST_SUFFIXES, LoadResult, load_directory, lo
 from kubefaas_gateway.app import create_app
 from kubefaas_gateway.backends.local import LocalBackend
 from kubefaas_gateway.backends.local_code import local_dependency_cache
+from kubefaas_gateway.console.store import FolderStore
 from kubefaas_gateway.local_autoscaler import autoscale_locally
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.secrets import ManifestSecrets, first_of, secrets_for
@@ -45,6 +46,7 @@ def serve_local(
     port: int,
     state_dir: Path | None = None,
     redis_url: str | None = None,
+    console: bool = False,
 ) -> int:
     """Serve every valid Function in `directory` on host:port until stopped; exit status.
 
@@ -56,6 +58,8 @@ def serve_local(
         overrides["state_dir"] = state_dir
     if redis_url is not None:
         overrides["redis_url"] = redis_url
+    if console:
+        overrides["console_enabled"] = True
     settings = Settings(**overrides)  # type: ignore[arg-type]
     if settings.secrets_dir is None and directory.is_dir():
         # Secrets for invoke auth beside the manifests (docs/security.md).
@@ -96,13 +100,24 @@ def serve_local(
     backend = LocalBackend(
         settings=settings, config_maps=result.config_maps, code_folders=folders, deps=deps
     )
+    registry = FunctionRegistry(functions)
     app = create_app(
         settings,
         backend,
-        FunctionRegistry(functions),
+        registry,
         background=(autoscale_locally(backend), run_triggers()),
         secrets=first_of(ManifestSecrets(result.secrets), secrets_for(settings.secrets_dir)),
     )
+    if settings.console_enabled:
+        # The console deploys by writing into the served folder (docs/console.md).
+        app.state.console_store = FolderStore(directory, registry)
+        token = settings.admin_token
+        login = (
+            "log in with $KUBEFAAS_ADMIN_TOKEN"
+            if token is not None and token.get_secret_value()
+            else "set KUBEFAAS_ADMIN_TOKEN to log in"
+        )
+        print(f"kubefaas local: console on {base}/console ({login})")
     started = serve(app, settings, sockets=[listener])
     return EXIT_OK if started else EXIT_NOTHING_TO_SERVE
 
@@ -246,6 +261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--redis-url", help="keep the async queue in Redis (default $KUBEFAAS_REDIS_URL)"
     )
+    parser.add_argument("--console", action="store_true", help="serve the web console")
     args = parser.parse_args(argv)
     from_env = Settings()
     return serve_local(
@@ -254,6 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=args.port if args.port is not None else from_env.port,
         state_dir=args.state_dir,
         redis_url=args.redis_url,
+        console=args.console or from_env.console_enabled,
     )
 
 

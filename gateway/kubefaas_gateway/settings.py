@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     """`KUBEFAAS_METRICS_TOKEN`, default unset (open): when set, `/metrics` and
     `/internal/stats` need `Authorization: Bearer <token>` (or the admin token)."""
+    console_enabled: bool = False
+    """`KUBEFAAS_CONSOLE_ENABLED`, default false: serve the web console at `/console`
+    (docs/console.md); it logs in with the admin token, so it needs one set."""
 
     default_namespace: str = DEFAULT_NAMESPACE
     """`KUBEFAAS_DEFAULT_NAMESPACE`, default `default`: namespace of `/function/{name}`."""

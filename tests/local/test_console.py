@@ -1,0 +1,317 @@
+"""The web console in a real headless Chromium against a real local gateway
+(docs/console.md).
+
+A gateway serving a copy of examples/ with `--console` and an admin token; Debian's
+`chromium` and `chromium-driver` (Makefile SYSTEM_PACKAGES) driven by selenium. The flow a
+user follows: log in, see the examples, edit `hello` in the code editor and deploy, test it
+and read the new answer and the cold-start header, send an async event and find its
+record, and see the API's own message next to a bad field. Each page is saved as a
+screenshot under tests/local/artifacts/console/ (gitignored; docs/console/ keeps copies).
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from kubefaas.api import InvalidFunction, parse_function
+from tests.local.conftest import EXAMPLES, ManifestDir, RunningGateway
+
+pytestmark = pytest.mark.local
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+TOKEN = "console-test-token"
+ARTIFACTS = Path(__file__).parent / "artifacts" / "console"
+WAIT_SECONDS = 30.0
+
+
+@pytest.fixture
+def console_gateway(
+    manifest_dir: ManifestDir, start_gateway: Callable[..., RunningGateway]
+) -> RunningGateway:
+    """`kubefaas local` (its code, local_mode) on a verbatim copy of examples/, console on."""
+    for example in EXAMPLES.glob("*.yaml"):
+        shutil.copy(example, manifest_dir.path / example.name)
+    return start_gateway(
+        manifest_dir.path,
+        # Retries in a fraction of a second, so `fail` reaches the dead letters at once.
+        env={"KUBEFAAS_ADMIN_TOKEN": TOKEN, "KUBEFAAS_ASYNC_RETRY_BASE_SECONDS": "0.2"},
+        extra_args=("--console",),
+    )
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        pytest.fail(
+            "the console tests need Debian's chromium and chromium-driver: make system-deps"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1440,1000",
+        "--no-first-run",
+        "--disable-background-networking",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.implicitly_wait(0)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait(check: Callable[[], object], what: str, timeout: float = WAIT_SECONDS) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+def _shot(driver: object, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))  # type: ignore[attr-defined]
+
+
+def _api_message(document: dict[str, object]) -> str:
+    """What the Function API says about `document` (the model the CRD is generated from)."""
+    try:
+        parse_function(document)
+    except InvalidFunction as exc:
+        return exc.problems[0]
+    raise AssertionError("expected the document to be invalid")
+
+
+def test_console_login_edit_deploy_test_async(
+    console_gateway: RunningGateway, manifest_dir: ManifestDir, browser: object
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver = browser
+    find = driver.find_element  # type: ignore[attr-defined]
+    base = console_gateway.url
+
+    # Not logged in: the console sends the browser to its login form.
+    driver.get(f"{base}/console/functions")  # type: ignore[attr-defined]
+    assert driver.current_url.endswith("/console/login")  # type: ignore[attr-defined]
+    token = find(By.ID, "token")
+    assert find(By.CSS_SELECTOR, "label[for=token]").text == "Admin token"
+    token.send_keys("wrong")
+    token.send_keys(Keys.ENTER)  # the keyboard is enough
+    assert "wrong token" in find(By.ID, "login-error").text
+    find(By.ID, "token").send_keys(TOKEN)
+    _shot(driver, "login")
+    find(By.ID, "token").send_keys(Keys.ENTER)
+
+    # The examples are listed, one row each, with their invoke URL.
+    _wait(lambda: driver.current_url.endswith("/console/functions"), "the functions page")  # type: ignore[attr-defined]
+    rows = driver.find_elements(By.CSS_SELECTOR, "tr[data-function]")  # type: ignore[attr-defined]
+    listed = {row.get_attribute("data-function") for row in rows}
+    examples = {
+        f"default/{yaml.safe_load(p.read_text())['metadata']['name']}"
+        for p in EXAMPLES.glob("*.yaml")
+    }
+    assert listed == examples
+    hello_row = find(By.CSS_SELECTOR, "tr[data-function='default/hello']")
+    assert f"{base}/function/hello" in hello_row.text
+
+    # Edit hello's code in the editor (CodeMirror), deploy.
+    find(By.LINK_TEXT, "hello").click()
+    editor = _wait(
+        lambda: driver.find_elements(By.CSS_SELECTOR, ".editor .cm-content"),  # type: ignore[attr-defined]
+        "the code editor",
+    )[0]  # type: ignore[index]
+    editor.click()
+    editor.send_keys(Keys.CONTROL, Keys.END)
+    editor.send_keys('GREETING = "howdy"')
+    editor.send_keys(Keys.ESCAPE)  # close any completion popup
+    find(By.ID, "deploy").click()
+    status = _wait(lambda: driver.find_elements(By.ID, "deploy-status"), "the deploy answer")[0]  # type: ignore[attr-defined,index]
+    assert status.text.startswith("Deployed: wrote hello.yaml")
+    deployed = yaml.safe_load((manifest_dir.path / "hello.yaml").read_text())
+    assert 'GREETING = "howdy"' in deployed["spec"]["code"]["inline"]["main.py"]
+    assert (manifest_dir.path / "hello.yaml").read_text().startswith("# JSON in, JSON out")
+
+    # Test it: the new answer, from a new instance (cold start), with its duration.
+    event = find(By.CSS_SELECTOR, "#test-form .cm-content")
+    event.click()
+    event.send_keys(Keys.CONTROL, "a")
+    event.send_keys(Keys.DELETE)
+    event.send_keys('{"name": "console"')  # the editor closes the brace
+    find(By.ID, "send").click()
+    body = _wait(lambda: driver.find_elements(By.ID, "result-body"), "the test answer")[0]  # type: ignore[attr-defined,index]
+    assert '"message": "howdy, console!"' in body.text
+    assert find(By.ID, "result-status").text == "200 OK"
+    assert find(By.CSS_SELECTOR, "dd[data-header='x-cold-start']").text == "true"
+    assert float(find(By.CSS_SELECTOR, "dd[data-header='x-duration-ms']").text) > 0
+    _shot(driver, "function")
+
+    # The same function over plain HTTP agrees: the deploy reached the gateway itself.
+    assert console_gateway.invoke("hello", {"name": "curl"}).json()["message"] == "howdy, curl!"
+
+    # Send an async event and find its record on the Async page.
+    find(By.ID, "mode-async").click()
+    find(By.ID, "send").click()
+    link = _wait(lambda: driver.find_elements(By.ID, "async-link"), "the async answer")[0]  # type: ignore[attr-defined,index]
+    invocation_id = link.text
+    link.click()
+
+    def succeeded() -> bool:
+        driver.get(f"{base}/console/async")  # type: ignore[attr-defined]
+        found = driver.find_elements(By.ID, f"inv-{invocation_id}")  # type: ignore[attr-defined]
+        return bool(found) and found[0].get_attribute("data-status") == "succeeded"
+
+    _wait(succeeded, "the async record to succeed")
+    assert "howdy, console!" in find(By.ID, f"inv-{invocation_id}").text
+
+    # An event `fail` cannot handle ends in the dead letters; redrive it, then purge it.
+    driver.get(f"{base}/console/functions/default/fail")  # type: ignore[attr-defined]
+    find(By.ID, "mode-async").click()
+    find(By.ID, "send").click()
+    failed_id = _wait(lambda: driver.find_elements(By.ID, "async-link"), "the async answer")[0].text  # type: ignore[attr-defined,index]
+
+    def dead_letter() -> list[object]:
+        driver.get(f"{base}/console/async")  # type: ignore[attr-defined]
+        return driver.find_elements(By.ID, f"dead-{failed_id}")  # type: ignore[attr-defined,no-any-return]
+
+    row = _wait(dead_letter, "the dead letter")[0]  # type: ignore[index]
+    assert "failing on purpose" in row.text
+    assert find(By.ID, f"inv-{failed_id}").get_attribute("data-status") == "dead"
+    _shot(driver, "async")
+    row.find_element(By.CSS_SELECTOR, "button.redrive").click()
+    assert find(By.CSS_SELECTOR, "p.ok").text == f"redriven: {failed_id}"
+    row = _wait(dead_letter, "the redriven event to be dead again")[0]  # type: ignore[index]
+    row.find_element(By.CSS_SELECTOR, "button.danger").click()
+    assert find(By.CSS_SELECTOR, "p.ok").text == f"purged: {failed_id}"
+    assert driver.find_elements(By.ID, f"dead-{failed_id}") == []  # type: ignore[attr-defined]
+
+    # A bad field: the API's own message, next to that field; nothing is written.
+    driver.get(f"{base}/console/functions/default/hello")  # type: ignore[attr-defined]
+    before = (manifest_dir.path / "hello.yaml").read_text()
+    field = find(By.ID, "f-maxScale")
+    field.clear()
+    field.send_keys("5000")
+    find(By.ID, "deploy").click()
+    error = _wait(lambda: driver.find_elements(By.ID, "err-maxScale"), "the field's error")[0]  # type: ignore[attr-defined,index]
+    bad = yaml.safe_load(before)
+    bad["spec"]["scaling"]["maxScale"] = 5000
+    assert error.text == _api_message(bad)
+    assert find(By.ID, "f-maxScale").get_attribute("aria-describedby") == "err-maxScale"
+    assert (manifest_dir.path / "hello.yaml").read_text() == before
+    _shot(driver, "bad-field")
+
+    # A new function: a bad name gets the API's rule beside it, a good one is deployed
+    # into the folder and answers at once.
+    driver.get(f"{base}/console/functions")  # type: ignore[attr-defined]
+    find(By.ID, "new-function").click()
+    find(By.ID, "f-name").send_keys("Made_Here")
+    find(By.ID, "create").click()
+    name_error = _wait(lambda: driver.find_elements(By.ID, "err-name"), "the name's error")[0]  # type: ignore[attr-defined,index]
+    assert name_error.text.startswith("metadata.name: ")
+    field = find(By.ID, "f-name")
+    field.clear()
+    field.send_keys("made-here")
+    find(By.ID, "create").click()
+    _wait(lambda: driver.current_url.endswith("/console/functions/default/made-here"), "its page")  # type: ignore[attr-defined]
+    assert (manifest_dir.path / "made-here.yaml").exists()
+    find(By.ID, "send").click()
+    body = _wait(lambda: driver.find_elements(By.ID, "result-body"), "its answer")[0]  # type: ignore[attr-defined,index]
+    assert '"hello": {' in body.text
+
+    # The functions page counts what happened (sync, async and the curl call).
+    driver.get(f"{base}/console/functions")  # type: ignore[attr-defined]
+    hello_row = find(By.CSS_SELECTOR, "tr[data-function='default/hello']")
+    counts = [c.text for c in hello_row.find_elements(By.CSS_SELECTOR, ".count")]
+    assert counts[:2] == ["3", "0"]  # invocations, errors
+    assert int(counts[2]) >= 1  # cold starts
+    _shot(driver, "functions")
+
+    # The page keeps itself current: one more call shows up without a reload.
+    console_gateway.invoke("hello", {"name": "again"})
+
+    def invocations_shown() -> str:
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        try:
+            row = find(By.CSS_SELECTOR, "tr[data-function='default/hello']")
+            return str(row.find_elements(By.CSS_SELECTOR, ".count")[0].text)
+        except StaleElementReferenceException:
+            return ""  # replaced by the refresh while being read
+
+    _wait(lambda: invocations_shown() == "4", "the functions page to refresh itself")
+    driver.execute_cdp_cmd(  # type: ignore[attr-defined]
+        "Emulation.setEmulatedMedia",
+        {"features": [{"name": "prefers-color-scheme", "value": "dark"}]},
+    )
+    driver.get(f"{base}/console/functions/default/hello")  # type: ignore[attr-defined]
+    _shot(driver, "function-dark")
+
+
+def test_console_refuses_without_session_or_csrf(console_gateway: RunningGateway) -> None:
+    with httpx.Client(base_url=console_gateway.url, follow_redirects=False) as client:
+        _refuses(client)
+
+
+def _refuses(client: httpx.Client) -> None:
+    # Every page sends a browser without a session to the login form.
+    for path in ("/console/functions", "/console/functions/default/hello", "/console/async"):
+        answer = client.get(path)
+        assert (answer.status_code, answer.headers["location"]) == (303, "/console/login")
+    assert client.post("/console/login", data={"token": "nope"}).status_code == 401
+    # A form posted from another site is refused even with the right token.
+    cross = client.post(
+        "/console/login", data={"token": TOKEN}, headers={"Origin": "http://192.0.2.1"}
+    )
+    assert cross.status_code == 403
+    login = client.post("/console/login", data={"token": TOKEN})
+    assert login.status_code == 303
+    cookie = login.headers["set-cookie"]
+    for attribute in ("HttpOnly", "SameSite=strict", "Path=/console"):
+        assert attribute in cookie
+    # With the cookie but without the form's CSRF token, nothing is deployed.
+    refused = client.post(
+        "/console/functions/default/hello/deploy", data={"maxScale": "2", "env": ""}
+    )
+    assert refused.status_code == 403
+    assert "CSRF" in refused.json()["detail"]
+
+
+def test_console_is_off_unless_enabled(
+    manifest_dir: ManifestDir, start_gateway: Callable[..., RunningGateway]
+) -> None:
+    manifest_dir.add_example("hello")
+    gateway = start_gateway(manifest_dir.path, env={"KUBEFAAS_ADMIN_TOKEN": TOKEN})
+    assert gateway.client.get("/console/login").status_code == 404
+
+
+def test_console_without_an_admin_token_says_how_to_set_one(
+    manifest_dir: ManifestDir, start_gateway: Callable[..., RunningGateway]
+) -> None:
+    manifest_dir.add_example("hello")
+    gateway = start_gateway(manifest_dir.path, extra_args=("--console",))
+    page = gateway.client.get("/console/login")
+    assert page.status_code == 200
+    assert "KUBEFAAS_ADMIN_TOKEN" in page.text
+    # No token configured never means open: every token is wrong.
+    assert gateway.client.post("/console/login", data={"token": ""}).status_code == 401
+    assert gateway.client.get("/console/functions").status_code == 303
