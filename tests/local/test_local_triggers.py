@@ -102,6 +102,9 @@ def test_an_every_2s_schedule_fires_on_its_ticks_into_a_zero_scaled_function(
     assert status["type"] == "schedule"
     assert status["fires"] >= 3
     assert status["lastError"] is None
+    # The operator's feed carries the same, for status.triggers on a cluster.
+    stats = gateway.client.get("/internal/stats").json()["functions"]["default/tick"]
+    assert [t["name"] for t in stats["triggers"]] == ["two-seconds"]
     record = gateway.client.get(f"/invocations/{status['lastInvocationId']}").json()
     assert record["status"] in ("queued", "running", "succeeded")
     fired = gateway.sample("kubefaas_trigger_fires_total", function="tick", trigger="two-seconds")

@@ -31,7 +31,12 @@ SecretLookup = Callable[[str, str], Awaitable[Mapping[str, str] | None]]
 
 
 async def no_secrets(namespace: str, name: str) -> Mapping[str, str] | None:
-    return None
+    """A cluster gateway holds no right to read Secrets (docs/architecture.md, "Security
+    defaults"): say so rather than "not found"."""
+    raise LookupError(
+        f"spec.triggers[].queue.secretRef {name!r}: this gateway reads no Secrets (its role "
+        "grants none); give the broker credentials in the source URL instead"
+    )
 
 
 def consumer_name() -> str:
