@@ -9,7 +9,7 @@ same signals straight from the tracker, runs the same pure `kubefaas.scaling.dec
 Its decisions go on the scaling-signals board (`signals.ScalingSignals`), where the gauges
 and `/internal/stats` read them; the async queue depths it scales on come from the same
 board. Cluster mode never runs it: there the operator is the one writer of replicas and
-the gateway only activates a function from zero (docs/architecture.md, "Scaling").
+the gateway only activates a function from zero (docs/architecture.md, "Autoscaling").
 
 Concurrency: the tick runs on the gateway's event loop. It reads the tracker and decides
 for every function without suspending, then applies each change in its own task, so one

@@ -78,7 +78,7 @@ class ScalingSignals:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FunctionSignals:
-    """One function's load as this gateway sees it (docs/architecture.md, "Scaling")."""
+    """One function's load as this gateway sees it (docs/architecture.md, "Autoscaling")."""
 
     in_flight: int
     pending: int

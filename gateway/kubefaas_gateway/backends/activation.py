@@ -3,7 +3,7 @@
 `scale_from_zero` reads the Deployment's `/scale`; at 0 replicas it writes 1 with the read
 resourceVersion as a precondition (a conflict means someone else, the operator's
 autoscaler or another gateway, changed it: read again), and never lowers anything. Every
-other replica count is the operator's to set (docs/architecture.md, "Scaling").
+other replica count is the operator's to set (docs/architecture.md, "Autoscaling").
 `Activation` is what the requests waiting for one function share: the scale-up task, why
 it was refused, and the event that wakes them.
 """

@@ -1,4 +1,4 @@
-"""One list+watch of the cluster backend, kept running (docs/architecture.md, "Discovery").
+"""One list+watch of the cluster backend, kept running (docs/architecture.md, "Gateway").
 
 `run_watch` lists first, then watches from the list's resourceVersion with bookmarks; when
 the API server answers 410 Gone (the version is too old) it lists again and reconciles, and

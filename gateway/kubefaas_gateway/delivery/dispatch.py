@@ -1,5 +1,5 @@
 """Async delivery: accept events into the durable queue and run them (docs/architecture.md,
-"Async invocations").
+"Asynchronous invocation").
 
 `AsyncDelivery` is built by `create_app` and started in its lifespan. It owns the queue and
 one dispatcher per function. A dispatcher leases an event only when one of the function's
