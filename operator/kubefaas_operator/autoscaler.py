@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,7 @@ from kubefaas.scaling import (
     decide,
     initial_state,
 )
+from kubefaas_operator import trigger_status
 from kubefaas_operator.apply import FUNCTION_GROUP_VERSION, function_path
 from kubefaas_operator.config import OperatorConfig
 from kubefaas_operator.drift import controlled_by
@@ -83,6 +84,8 @@ class ScaleTarget:
     desired_replicas: int | None = None
     """The Function's `status.desiredReplicas` as listed, so an unchanged value is not
     written again every tick."""
+    trigger_status: tuple[Mapping[str, Any], ...] = ()
+    """The Function's `status.triggers` as listed, for the same reason."""
 
 
 GetFunctions = Callable[[], Awaitable[Sequence[ScaleTarget]]]
@@ -90,6 +93,8 @@ GetFunctions = Callable[[], Awaitable[Sequence[ScaleTarget]]]
 ScaleDeployment = Callable[[ScaleTarget, int], Awaitable[bool]]
 # Records the replicas the autoscaler set (and why) on the Function's status.
 WriteStatus = Callable[[Function, int, Decision], Awaitable[None]]
+# Records what the gateways last saw of the Function's triggers (`status.triggers`).
+WriteTriggerStatus = Callable[[Function, list[dict[str, Any]]], Awaitable[None]]
 
 
 def observation_for(stats: FunctionStats | None, target: ScaleTarget, now: float) -> Observation:
@@ -114,6 +119,7 @@ async def autoscale_once(
     get_functions: GetFunctions,
     scale_deployment: ScaleDeployment,
     write_status: WriteStatus | None = None,
+    write_trigger_status: WriteTriggerStatus | None = None,
     now: Callable[[], float] = time.time,
     tuning: Tuning = DEFAULT_TUNING,
 ) -> dict[str, Decision]:
@@ -162,6 +168,14 @@ async def autoscale_once(
                 await write_status(fn, replicas, decision)
             except Exception as exc:
                 log.warning("writing the status of %s failed: %s", fn.key, exc)
+        reported = combined.get(fn.key)
+        if write_trigger_status is not None and reported is not None and reported.triggers:
+            entries = trigger_status.status_entries(reported.triggers)
+            if entries != [dict(e) for e in target.trigger_status]:
+                try:
+                    await write_trigger_status(fn, entries)
+                except Exception as exc:
+                    log.warning("writing the trigger status of %s failed: %s", fn.key, exc)
     for gone in set(states) - {t.function.key for t in targets}:
         del states[gone]
     return decisions
@@ -176,6 +190,7 @@ async def run_autoscaler(
     scale_deployment: ScaleDeployment,
     now: Callable[[], float] = time.time,
     write_status: WriteStatus | None = None,
+    write_trigger_status: WriteTriggerStatus | None = None,
     tuning: Tuning = DEFAULT_TUNING,
 ) -> None:
     """Run `autoscale_once` every tick until `stop` is set; one failing tick is logged and
@@ -192,6 +207,7 @@ async def run_autoscaler(
                 get_functions=get_functions,
                 scale_deployment=scale_deployment,
                 write_status=write_status,
+                write_trigger_status=write_trigger_status,
                 now=now,
                 tuning=tuning,
             )
@@ -252,6 +268,7 @@ class FunctionScaler:
                 continue
             status = deployment.get("status") or {}
             desired = (doc.get("status") or {}).get("desiredReplicas")
+            listed_triggers = (doc.get("status") or {}).get("triggers")
             targets.append(
                 ScaleTarget(
                     function=fn,
@@ -259,6 +276,7 @@ class FunctionScaler:
                     ready=int(status.get("readyReplicas") or 0),
                     resource_version=deployment["metadata"].get("resourceVersion"),
                     desired_replicas=desired if isinstance(desired, int) else None,
+                    trigger_status=trigger_status.parse(listed_triggers),
                 )
             )
         return targets
@@ -284,6 +302,11 @@ class FunctionScaler:
         """Merge-patch `status.desiredReplicas` on the Function (the status subresource)."""
         path = function_path(fn.namespace, fn.name)
         await asyncio.to_thread(self.kube.patch_status, path, {"desiredReplicas": replicas})
+
+    async def write_trigger_status(self, fn: Function, entries: list[dict[str, Any]]) -> None:
+        """Merge-patch `status.triggers` (docs/triggers.md, "Visibility")."""
+        path = function_path(fn.namespace, fn.name)
+        await asyncio.to_thread(self.kube.patch_status, path, {"triggers": entries})
 
 
 async def run_default_autoscaler(
@@ -311,5 +334,6 @@ async def run_default_autoscaler(
             "get_functions": scaler.get_functions,
             "scale_deployment": scaler.scale_deployment,
             "write_status": scaler.write_status,
+            "write_trigger_status": scaler.write_trigger_status,
         }
         await run_autoscaler(stop, **{**wiring, **overrides})

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from kubefaas import limits
+from kubefaas_operator import trigger_status
 from kubefaas_operator.kube_sync import Kube, cluster, namespaced
+from kubefaas_operator.trigger_status import TriggerReport
 
 if TYPE_CHECKING:
     import aiohttp
@@ -49,6 +51,7 @@ class FunctionStats:
     panic_concurrency: float = 0.0
     queued: int = 0
     idle_seconds: float | None = None  # None: no request seen
+    triggers: tuple[TriggerReport, ...] = ()  # for status.triggers (trigger_status)
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> FunctionStats:
@@ -61,6 +64,7 @@ class FunctionStats:
             panic_concurrency=max(0.0, float(doc.get("panicConcurrency", 0.0))),
             queued=max(0, int(doc.get("queued", 0))),
             idle_seconds=None if idle is None else max(0.0, float(idle)),
+            triggers=trigger_status.parse(doc.get("triggers")),
         )
 
 
@@ -97,6 +101,7 @@ def combine(reports: Sequence[Mapping[str, FunctionStats]]) -> dict[str, Functio
                 panic_concurrency=seen.panic_concurrency + stats.panic_concurrency,
                 queued=max(seen.queued, stats.queued),
                 idle_seconds=min(idles) if idles else None,
+                triggers=trigger_status.merge(seen.triggers, stats.triggers),
             )
     return combined
 

@@ -102,6 +102,9 @@ def test_an_every_2s_schedule_fires_on_its_ticks_into_a_zero_scaled_function(
     assert status["type"] == "schedule"
     assert status["fires"] >= 3
     assert status["lastError"] is None
+    # The operator's feed carries the same, for status.triggers on a cluster.
+    stats = gateway.client.get("/internal/stats").json()["functions"]["default/tick"]
+    assert [t["name"] for t in stats["triggers"]] == ["two-seconds"]
     record = gateway.client.get(f"/invocations/{status['lastInvocationId']}").json()
     assert record["status"] in ("queued", "running", "succeeded")
     fired = gateway.sample("kubefaas_trigger_fires_total", function="tick", trigger="two-seconds")
@@ -303,3 +306,57 @@ def test_a_failing_message_lands_in_the_error_destination_after_its_retries(
     [status] = trigger_status(gateway, "default/picky")
     assert status["deadLettered"] == 1
     assert "dead-lettered" in status["lastError"]
+
+
+SLOW = """\
+import time
+
+def handler(event, context):
+    time.sleep(0.3)
+    return {"n": event["n"]}
+"""
+
+
+@pytest.mark.redis
+def test_a_backlog_in_the_broker_scales_the_function_out_then_lets_it_go(
+    manifest_dir: ManifestDir,
+    start_gateway: Callable[..., RunningGateway],
+    redis_server: RedisServer,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    stream = f"backlog-{tag}"
+    _publish_redis(redis_server.url, stream, 150)
+    manifest_dir.add_function(
+        "worker",
+        SLOW,
+        scaling={"targetConcurrency": 2, "maxScale": 4, "scaleToZeroAfterSeconds": 10},
+        triggers=[
+            {
+                "name": "backlog",
+                "queue": {"redis": {"url": redis_server.url, "stream": stream, "group": "fn"}},
+            }
+        ],
+    )
+    gateway = start_gateway(
+        manifest_dir.path,
+        env={**FAST, "KUBEFAAS_ASYNC_CONCURRENCY_CAP": "8"},
+    )
+    seen: list[tuple[int, int]] = []
+
+    def sample() -> dict[str, Any]:
+        entry: dict[str, Any] = gateway.client.get("/internal/stats").json()["functions"][
+            "default/worker"
+        ]
+        seen.append((entry["queued"], entry["replicas"]))
+        return entry
+
+    # The broker's lag is queued work on the scaling signals, and the backlog's
+    # concurrency scales the function out.
+    assert wait_until(lambda: sample()["replicas"] > 1, timeout=60), seen
+    assert any(queued > 0 for queued, _ in seen), seen
+    # Once the broker is drained, nothing holds the instances: back to zero.
+    assert wait_until(
+        lambda: _redis_group_state(redis_server.url, stream, "fn") == (0, 0), timeout=90
+    )
+    assert wait_until(lambda: sample()["replicas"] == 0, timeout=60), seen[-5:]
+    assert sample()["queued"] == 0

@@ -4,7 +4,8 @@
      "functions": {"ns/name": {"inFlight", "pending", "stableConcurrency",
                                "panicConcurrency", "queued", "idleSeconds",
                                "replicas", "readyInstances", "startingInstances",
-                               ["desiredReplicas", "reason", "panic"]}}}
+                               ["desiredReplicas", "reason", "panic"],
+                               ["triggers": [{"name", "lastFireTime", ...}]]}}}
 
 Counts and averages are this gateway's own share; the operator's autoscaler sums them over
 the gateway replicas (the operator's autoscaler, `combine`). `idleSeconds` is a duration,
@@ -21,7 +22,7 @@ import socket
 import time
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from kubefaas_gateway.dependencies import BackendDep, RegistryDep, SignalsDep, TrackerDep
 from kubefaas_gateway.routers.json_errors import GatewayRoute
@@ -38,11 +39,16 @@ GATEWAY_ID = os.environ.get("HOSTNAME") or socket.gethostname()
 
 @router.get("/internal/stats")
 async def stats(
-    registry: RegistryDep, tracker: TrackerDep, backend: BackendDep, signals: SignalsDep
+    request: Request,
+    registry: RegistryDep,
+    tracker: TrackerDep,
+    backend: BackendDep,
+    signals: SignalsDep,
 ) -> dict[str, Any]:
     now = tracker.now()
     queued = signals.queue_depths
     functions: dict[str, Any] = {}
+    triggers = request.app.state.gateway.triggers.to_json()
     for fn in registry:
         entry = read_signals(tracker, fn.key, queued=queued.get(fn.key, 0), now=now).to_json()
         known = backend.instances(fn)
@@ -55,5 +61,8 @@ async def stats(
             entry["desiredReplicas"] = decision.replicas
             entry["reason"] = str(decision.reason)
             entry["panic"] = decision.in_panic
+        if fn.key in triggers:
+            # What this gateway saw of the triggers, for status.triggers (docs/triggers.md).
+            entry["triggers"] = triggers[fn.key]
         functions[fn.key] = entry
     return {"gateway": GATEWAY_ID, "time": time.time(), "functions": functions}

@@ -17,7 +17,6 @@ import socket
 
 from kubefaas.api import Function, QueueTrigger, Trigger
 from kubefaas_gateway.state import BackgroundTask, GatewayState
-from kubefaas_gateway.triggers.nats_source import NatsJetStream
 from kubefaas_gateway.triggers.queue import Outcomes, QueueLoop
 from kubefaas_gateway.triggers.redis_source import RedisStream
 from kubefaas_gateway.triggers.schedule import ScheduleLoop
@@ -132,6 +131,10 @@ class TriggerRunner:
     def _source(self, queue: QueueTrigger, credentials: Credentials) -> Source:
         settings = self._state.settings
         if queue.nats is not None:
+            # nats-py costs about a second of CPU to import: only gateways with a NATS
+            # trigger pay it.
+            from kubefaas_gateway.triggers.nats_source import NatsJetStream
+
             return NatsJetStream(
                 queue.nats,
                 error_destination=queue.error_destination,
