@@ -31,10 +31,9 @@ import sys
 import time
 from types import FrameType
 
-import uvicorn
-
 from kubefaas_runtime.app import RuntimeApp
 from kubefaas_runtime.config import Settings
+from kubefaas_runtime.lean_uvicorn import Config, Server
 from kubefaas_runtime.logs import LOGGER_NAME, adopt_root_logger
 
 log = logging.getLogger(LOGGER_NAME)
@@ -48,10 +47,10 @@ KEEP_ALIVE_SECONDS = 75
 _CLOSE_SECONDS = 1
 
 
-class RuntimeServer(uvicorn.Server):
+class RuntimeServer(Server):
     """``uvicorn.Server`` whose first exit signal starts a drain instead of a stop."""
 
-    def __init__(self, config: uvicorn.Config, *, app: RuntimeApp, settings: Settings) -> None:
+    def __init__(self, config: Config, *, app: RuntimeApp, settings: Settings) -> None:
         super().__init__(config)
         self._app = app
         self._settings = settings
@@ -119,7 +118,7 @@ class RuntimeServer(uvicorn.Server):
 
 def build_server(settings: Settings, app: RuntimeApp) -> RuntimeServer:
     """The uvicorn server for ``app``, configured for speed (see the module docstring)."""
-    config = uvicorn.Config(
+    config = Config(
         app,
         host=settings.host,
         port=settings.port,
