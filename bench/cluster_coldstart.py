@@ -18,6 +18,10 @@ monotonic clock, when each step is first seen:
     runtime ready        the runtime has imported the handler and answers /healthz 200:
                          the ``readyMonotonic`` of its "ready" log line (containers share
                          the node's monotonic clock, so it is on the same timeline)
+    pod IP in the API    the kubelet posted the pod's address: from then on the gateway can
+                         probe it (the kubelet notices the started container at its next
+                         relist, up to a second later, so this may come after the runtime
+                         is ready; then it, not the runtime, decides the response time)
     first response       the client has the answer (X-Cold-Start: true); from the step
                          before: the gateway's direct health probe and the call itself
     kubelet: pod Ready   the kubelet's readiness probe passed; the gateway does not wait
@@ -85,11 +89,12 @@ STEPS = (
     ("sandbox", "sandbox started"),
     ("started", "container started"),
     ("runtime", "runtime ready"),
+    ("address", "pod IP in the API"),
     ("response", "first response"),
     ("ready", "kubelet: pod Ready"),
 )
 # Steps that are not on the path to the response: their successor is timed from before them.
-OFF_PATH = frozenset({"ready"})
+OFF_PATH = frozenset({"address", "ready"})
 WATCH_SECONDS = 30
 
 
@@ -154,6 +159,8 @@ def _pod_steps(pod: Any) -> list[str]:
     steps = ["created"]
     if pod.spec.node_name:
         steps.append("scheduled")
+    if pod.status.pod_ip:
+        steps.append("address")
     statuses = pod.status.container_statuses or []
     if any(s.state and s.state.running for s in statuses):
         steps.append("running")
