@@ -13,12 +13,16 @@ from typing import BinaryIO
 
 import httpx
 import pytest
+import yaml
 
+from kubefaas.api import parse_function
+from kubefaas.pool import specialization_document
 from tests.loopback import free_port
 
 pytestmark = pytest.mark.local
 
 RUNTIME_SOURCE = Path(__file__).resolve().parents[2] / "runtime"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SPECIALIZE = "/_kubefaas/specialize"
 HELLO = """\
 import os
@@ -154,3 +158,18 @@ def test_a_bad_specialisation_says_what_is_wrong_and_leaves_the_instance_generic
     assert response.status_code == 400
     assert message in response.json()["error"]
     assert client.get("/healthz").json() == {"status": "pool"}
+
+
+def test_the_document_built_from_a_function_makes_the_instance_that_function(
+    pool_instance: Callable[[], httpx.Client],
+) -> None:
+    example = yaml.safe_load((EXAMPLES / "hello.yaml").read_text())
+    example["metadata"].update(namespace="team-a", uid="u-1", generation=1)
+    fn = parse_function(example)
+    client = pool_instance()
+    response = client.post(SPECIALIZE, json=specialization_document(fn, version=1))
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    call = client.post("/", json={"name": "pool"})
+    assert call.status_code == 200
+    assert call.json()["message"] == "hello, pool!"
