@@ -3,8 +3,8 @@
 The part of a cold start that is the runtime's own (docs/architecture.md, "Cold start"):
 ``python -m kubefaas_runtime`` is started `--runs` times with the `hello` example's handler
 on a free loopback port, and `/healthz` is polled every millisecond until it answers 200.
-Wall time depends on the machine's load; the CPU the process used until then (user +
-system, from /proc) much less, and it is what a pod's small CPU share has to get
+Wall time depends on the machine's load; the CPU the process used until then (from
+/proc/PID/schedstat) much less, and it is what a pod's small CPU share has to get
 through. `--baseline DIR` also starts another copy of the runtime package (an older tree), one
 start of each in turn so both see the same load, for a before/after comparison. Prints
 p50/p95 and the machine.
@@ -53,12 +53,11 @@ def healthy(port: int) -> bool:
 
 
 def cpu_ms(pid: int) -> float:
-    """User + system CPU the process has used so far (/proc/PID/stat), in ms."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+    """CPU time the process has run so far, in ms (/proc/PID/schedstat, nanoseconds)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e6
 
 
-def one_start(code_dir: str, pythonpath: str | None) -> tuple[float, float]:
+def one_start(code_dir: str, pythonpath: str) -> tuple[float, float]:
     port = free_port()
     env = {
         **os.environ,
@@ -97,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     host = machine()
     with tempfile.TemporaryDirectory() as code_dir:
         Path(code_dir, "main.py").write_text(HELLO)
-        trees = {"this tree": None} | ({"baseline": args.baseline} if args.baseline else {})
+        # Both by PYTHONPATH, so both are found the same way.
+        this_tree = str(Path(__file__).resolve().parents[1] / "runtime")
+        trees = {"this tree": this_tree} | ({"baseline": args.baseline} if args.baseline else {})
         for tree in trees.values():
             one_start(code_dir, tree)  # fill the page cache and the pycs first
         times: dict[str, list[float]] = {name: [] for name in trees}

@@ -48,4 +48,12 @@ import uvicorn.server  # noqa: E402
 Config = uvicorn.config.Config
 Server = uvicorn.server.Server
 
+# uvicorn's own modules do `from uvicorn import Config` (lifespan, protocols): give the
+# package what its __init__ would have bound, so only `main` and `run` complete it.
+_package = sys.modules["uvicorn"]
+if "__getattr__" in _package.__dict__:
+    import uvicorn._version
+
+    _package.__dict__.update(Config=Config, Server=Server, __version__=uvicorn._version.__version__)
+
 __all__ = ["Config", "Server"]

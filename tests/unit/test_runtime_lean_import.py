@@ -9,6 +9,11 @@ import sys
 PROBE = """
 import sys
 import kubefaas_runtime.server
+from kubefaas_runtime.app import RuntimeApp
+from kubefaas_runtime.config import Settings
+settings = Settings.from_env({"PORT": "0"})
+# What serving loads: the loop, the HTTP protocol and the lifespan module.
+kubefaas_runtime.server.build_server(settings, RuntimeApp(settings)).config.load()
 print("click" in sys.modules)
 import uvicorn
 print(callable(uvicorn.run), uvicorn.Config is kubefaas_runtime.server.Config)
