@@ -63,6 +63,7 @@ bench: venv
 	$(PY) bench/runtime_direct.py --kind both --baseline
 	$(PY) bench/gateway_overhead.py --json bench/gateway_overhead.json
 	$(PY) bench/local_coldstart.py --json bench/local_coldstart.json
+	$(PY) bench/runtime_start.py --json bench/runtime_start.json
 	$(PY) bench/async_queue.py --json bench/async_queue.json
 	$(PY) bench/autoscale.py --json bench/autoscale_local.json --plot bench/autoscale_local.png
 	$(PY) bench/operator_scale.py --json bench/operator_scale.json

@@ -15,9 +15,15 @@ monotonic clock, when each step is first seen:
     pod scheduled        the scheduler bound it to the node
     sandbox started      the pod's sandbox process runs (network set up by CNI)
     container started    the runtime container's process runs (``python -m kubefaas_runtime``)
+    runtime ready        the runtime has imported the handler and answers /healthz 200:
+                         the ``readyMonotonic`` of its "ready" log line (containers share
+                         the node's monotonic clock, so it is on the same timeline)
+    pod IP in the API    the kubelet posted the pod's address: from then on the gateway can
+                         probe it (the kubelet notices the started container at its next
+                         relist, up to a second later, so this may come after the runtime
+                         is ready; then it, not the runtime, decides the response time)
     first response       the client has the answer (X-Cold-Start: true); from the step
-                         before: the runtime's init, the gateway's direct health probe and
-                         the call itself
+                         before: the gateway's direct health probe and the call itself
     kubelet: pod Ready   the kubelet's readiness probe passed; the gateway does not wait
                          for it (it probes the new pod itself), so it often comes later
 
@@ -82,11 +88,13 @@ STEPS = (
     ("scheduled", "pod scheduled"),
     ("sandbox", "sandbox started"),
     ("started", "container started"),
+    ("runtime", "runtime ready"),
+    ("address", "pod IP in the API"),
     ("response", "first response"),
     ("ready", "kubelet: pod Ready"),
 )
 # Steps that are not on the path to the response: their successor is timed from before them.
-OFF_PATH = frozenset({"ready"})
+OFF_PATH = frozenset({"address", "ready"})
 WATCH_SECONDS = 30
 
 
@@ -108,11 +116,20 @@ class Timeline:
     task_starts: dict[str, float] = field(default_factory=dict)
     sandboxes: dict[str, str] = field(default_factory=dict)
     containers: dict[str, str] = field(default_factory=dict)
+    names: dict[str, str] = field(default_factory=dict)  # pod name by uid
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def seen(self, uid: str, step: str, at: float) -> None:
         with self.lock:
             self.pods.setdefault(uid, {}).setdefault(step, at)
+
+    def pod_after(self, start: float) -> str | None:
+        """Name of the first pod created after `start`, if seen."""
+        with self.lock:
+            fresh = {u: p for u, p in self.pods.items() if p.get("created", 0) >= start}
+            if not fresh:
+                return None
+            return self.names.get(min(fresh, key=lambda u: fresh[u]["created"]))
 
     def after(self, start: float) -> dict[str, float]:
         """Steps of the first pod created after `start`, and the first scale-up after it."""
@@ -142,6 +159,8 @@ def _pod_steps(pod: Any) -> list[str]:
     steps = ["created"]
     if pod.spec.node_name:
         steps.append("scheduled")
+    if pod.status.pod_ip:
+        steps.append("address")
     statuses = pod.status.container_statuses or []
     if any(s.state and s.state.running for s in statuses):
         steps.append("running")
@@ -199,6 +218,8 @@ def watching(cluster: Cluster, namespace: str, function: str) -> Iterator[Timeli
             return
         for step in _pod_steps(pod):
             timeline.seen(pod.metadata.uid, step, now)
+        with timeline.lock:
+            timeline.names[pod.metadata.uid] = pod.metadata.name
         for status in pod.status.container_statuses or []:
             if status.container_id:
                 with timeline.lock:
@@ -296,7 +317,19 @@ class Run:
     steps_ms: dict[str, float]  # since the request was sent
 
 
-def cold_call(gateway: Gateway, timeline: Timeline, function: str) -> Run:
+def runtime_ready_at(cluster: Cluster, namespace: str, pod: str) -> float | None:
+    """`readyMonotonic` of the runtime's "ready" log line in `pod`, if it logged one."""
+    logs = cluster.kubectl("logs", pod, "-n", namespace, check=False)
+    for line in (logs.stdout or "").splitlines():
+        match = re.search(r'"readyMonotonic":\s*([0-9.]+)', line)
+        if match:
+            return float(match.group(1))
+    return None
+
+
+def cold_call(
+    cluster: Cluster, gateway: Gateway, timeline: Timeline, function: str, namespace: str
+) -> Run:
     start = time.monotonic()
     response = gateway.invoke(function, {"name": "bench"})
     end = time.monotonic()
@@ -306,7 +339,12 @@ def cold_call(gateway: Gateway, timeline: Timeline, function: str) -> Run:
             f"{response.text[:300]}"
         )
     time.sleep(1.5)  # let the watch deliver the Ready transition, which may come later
-    steps = {name: (at - start) * 1000 for name, at in timeline.after(start).items()}
+    seen = timeline.after(start)
+    pod = timeline.pod_after(start)
+    ready_at = None if pod is None else runtime_ready_at(cluster, namespace, pod)
+    if ready_at is not None:
+        seen["runtime"] = ready_at
+    steps = {name: (at - start) * 1000 for name, at in seen.items()}
     steps["response"] = (end - start) * 1000
     return Run(
         total_ms=(end - start) * 1000,
@@ -374,7 +412,7 @@ def measure(cluster: Cluster, runs: int, *, log: Callable[[str], None]) -> dict[
         with watching(cluster, namespace, FUNCTION) as timeline:
             for number in range(1, runs + 1):
                 to_zero(cluster, gateway, namespace, FUNCTION)
-                run = cold_call(gateway, timeline, FUNCTION)
+                run = cold_call(cluster, gateway, timeline, FUNCTION, namespace)
                 results.append(run)
                 log(f"run {number:2}/{runs}: {run.total_ms:7.0f} ms  {_steps_line(run)}")
         return {"runs": [asdict(r) for r in results], "warm_ms": warm}

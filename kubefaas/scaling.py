@@ -14,6 +14,13 @@ The rules follow Knative's KPA, in this order:
    the current capacity (ready instances, at least 1), the panic-window figure is used and
    nothing scales down. Panic lasts until a whole stable window has passed since the last
    tick that was over the threshold, so the burst has reached the stable average by then.
+   **Activation waiters** (docs/architecture.md, "Cold start"): while no instance is ready,
+   the requests waiting on the 0 -> 1 activation are not an overload of any capacity, so
+   they never start a panic (the pending floor of rule 4 brings the first instance). A
+   panic that starts within one panic window of an activation (its window still holds the
+   time those requests waited) ends early, once the panic-window desire has stayed under
+   the ready capacity for a whole panic window, instead of holding the burst's peak
+   (often `maxScale`) for the stable window. Panics of a running function keep the hold.
 3. **Scale-down delay and rate**: outside panic, the stable figure used is the highest one
    of the last `scale_down_delay_seconds` (Knative's scale-down-delay), so a one-tick dip
    of the average right at an instance boundary does not kill an instance only to
@@ -152,6 +159,13 @@ class ScalingState:
     panic_since: float | None = None
     last_panic_trigger: float | None = None
     panic_peak: int = 0
+    # Ready instances at the last tick; an activation is a tick where it goes 0 -> n.
+    last_ready: int = 0
+    activated_at: float | None = None
+    # The current panic began within a panic window of an activation.
+    panic_after_activation: bool = False
+    # Since when the panic-window desire has been under the ready capacity, in a panic.
+    panic_under_since: float | None = None
     last_scale_up: float | None = None
     last_scale_down: float | None = None
     # (time, stable figure) of the ticks within the scale-down delay, oldest first.
@@ -164,7 +178,7 @@ class ScalingState:
 
 def initial_state(now: float, *, replicas: int = 0) -> ScalingState:
     """The state before the first tick; `replicas` is what is already running, if known."""
-    return ScalingState(since=now, desired=replicas)
+    return ScalingState(since=now, desired=replicas, last_ready=replicas)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,21 +215,41 @@ def decide(
     stable_desired = _instances_for(obs.stable_concurrency, target)
     panic_desired = _instances_for(obs.panic_concurrency, target)
 
-    # Panic bookkeeping (Knative: the threshold compares the un-rounded demand).
-    over_threshold = obs.panic_concurrency / target / capacity >= tuning.panic_threshold
+    # Panic bookkeeping (Knative: the threshold compares the un-rounded demand). With no
+    # instance ready, every waiting request waits on the activation: no trigger.
+    activated_at = state.activated_at
+    if obs.ready > 0 and state.last_ready == 0:
+        activated_at = now
+    over_threshold = (
+        obs.ready > 0 and obs.panic_concurrency / target / capacity >= tuning.panic_threshold
+    )
     panic_since = state.panic_since
     last_trigger = state.last_panic_trigger
     panic_peak = state.panic_peak
+    after_activation = state.panic_after_activation
+    under_since = state.panic_under_since
+    if panic_since is not None and panic_desired < obs.ready:
+        under_since = now if under_since is None else under_since
+    else:
+        under_since = None
     if over_threshold:
-        panic_since = now if panic_since is None else panic_since
+        if panic_since is None:
+            panic_since = now
+            after_activation = (
+                activated_at is not None and now - activated_at < tuning.panic_window_seconds
+            )
         last_trigger = now
-    elif (
-        panic_since is not None
-        and last_trigger is not None
-        and now - last_trigger >= tuning.stable_window_seconds
+    elif panic_since is not None and (
+        (last_trigger is not None and now - last_trigger >= tuning.stable_window_seconds)
+        or (
+            after_activation
+            and under_since is not None
+            and now - under_since >= tuning.panic_window_seconds
+        )
     ):
-        panic_since = last_trigger = None
+        panic_since = last_trigger = under_since = None
         panic_peak = 0
+        after_activation = False
 
     delay = tuning.scale_down_delay_seconds
     recent_stable = (
@@ -245,8 +279,9 @@ def decide(
     running = obs.ready > 0 or state.desired > 0
     if not obs.busy and after > 0 and idle_for >= after:
         # Idle long enough: wind down to zero, at most halving per tick; this ends a panic.
-        panic_since = last_trigger = None
+        panic_since = last_trigger = under_since = None
         panic_peak = 0
+        after_activation = False
         floor_by_rate = math.floor(capacity / tuning.max_scale_down_rate) if obs.ready else 0
         desired = min(desired, floor_by_rate)
         reason = Reason.SCALE_TO_ZERO if running else Reason.IDLE
@@ -280,6 +315,10 @@ def decide(
         panic_since=panic_since,
         last_panic_trigger=last_trigger,
         panic_peak=panic_peak,
+        last_ready=obs.ready,
+        activated_at=activated_at,
+        panic_after_activation=after_activation,
+        panic_under_since=under_since,
         last_scale_up=last_up,
         last_scale_down=last_down,
         recent_stable=recent_stable,

@@ -162,6 +162,9 @@ class RuntimeApp:
                     "async": outcome.is_async,
                     "eventFormat": self.settings.event_format.value,
                     "initMs": init_ms,
+                    # The node's monotonic clock, which containers share: a benchmark on
+                    # the node places readiness on its own timeline (bench/cluster_coldstart.py).
+                    "readyMonotonic": round(time.monotonic(), 4),
                 },
             )
         self._initialized.set()

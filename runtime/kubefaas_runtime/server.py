@@ -31,11 +31,14 @@ import sys
 import time
 from types import FrameType
 
-import uvicorn
-
 from kubefaas_runtime.app import RuntimeApp
 from kubefaas_runtime.config import Settings
+from kubefaas_runtime.lean_uvicorn import Config, Server
 from kubefaas_runtime.logs import LOGGER_NAME, adopt_root_logger
+from kubefaas_runtime.pool import PoolApp
+
+# docs/warm-pool.md: a generic instance that waits to be specialised into one function.
+POOL_ENV = "KUBEFAAS_POOL"
 
 log = logging.getLogger(LOGGER_NAME)
 
@@ -48,10 +51,10 @@ KEEP_ALIVE_SECONDS = 75
 _CLOSE_SECONDS = 1
 
 
-class RuntimeServer(uvicorn.Server):
+class RuntimeServer(Server):
     """``uvicorn.Server`` whose first exit signal starts a drain instead of a stop."""
 
-    def __init__(self, config: uvicorn.Config, *, app: RuntimeApp, settings: Settings) -> None:
+    def __init__(self, config: Config, *, app: RuntimeApp | PoolApp, settings: Settings) -> None:
         super().__init__(config)
         self._app = app
         self._settings = settings
@@ -117,9 +120,9 @@ class RuntimeServer(uvicorn.Server):
             os._exit(0)
 
 
-def build_server(settings: Settings, app: RuntimeApp) -> RuntimeServer:
+def build_server(settings: Settings, app: RuntimeApp | PoolApp) -> RuntimeServer:
     """The uvicorn server for ``app``, configured for speed (see the module docstring)."""
-    config = uvicorn.Config(
+    config = Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -140,7 +143,9 @@ def build_server(settings: Settings, app: RuntimeApp) -> RuntimeServer:
 
 def run(settings: Settings) -> None:
     """Serve until drained. Init runs alongside startup so /healthz answers during it."""
-    app = RuntimeApp(settings)
+    app: RuntimeApp | PoolApp = (
+        PoolApp(settings) if os.environ.get(POOL_ENV) == "1" else RuntimeApp(settings)
+    )
     server = build_server(settings, app)
 
     async def main() -> None:

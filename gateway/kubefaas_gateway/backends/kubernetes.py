@@ -67,6 +67,12 @@ START_SYNC_TIMEOUT_SECONDS = 60.0
 # factor up to the maximum: fast during a cold start, cheap for a pod that never comes up.
 PROBE_BACKOFF_FACTOR = 1.2
 PROBE_MAX_INTERVAL_SECONDS = 0.5
+# ... but not during the first seconds, when a cold start's runtime usually comes up: the
+# backoff had grown to ~150 ms by the time a loaded node's runtime answered, which the
+# caller waited on top (docs/architecture.md, "Cold start"). Each probe is one connection
+# to a pod on the node: cheap next to the wait it saves.
+FAST_PROBE_SECONDS = 3.0
+FAST_PROBE_MAX_INTERVAL_SECONDS = 0.02
 PROBE_TIMEOUT_SECONDS = 1.0
 
 POD_SELECTOR = f"{naming.FUNCTION_LABEL},{naming.COMPONENT_LABEL}={naming.FUNCTION_COMPONENT}"
@@ -329,7 +335,9 @@ class KubernetesBackend:
         try:
             while not await self._probe_once(instance):
                 await asyncio.sleep(interval)
-                interval = min(interval * PROBE_BACKOFF_FACTOR, PROBE_MAX_INTERVAL_SECONDS)
+                fast = time.monotonic() - began < FAST_PROBE_SECONDS
+                ceiling = FAST_PROBE_MAX_INTERVAL_SECONDS if fast else PROBE_MAX_INTERVAL_SECONDS
+                interval = min(interval * PROBE_BACKOFF_FACTOR, max(ceiling, interval))
         finally:
             if self._probes.get(uid) is asyncio.current_task():
                 del self._probes[uid]

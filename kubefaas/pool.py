@@ -1,0 +1,51 @@
+"""What a warm-pool instance is sent to become one function (docs/warm-pool.md).
+
+Pure: a Function in, the document of ``POST /_kubefaas/specialize`` out. The environment
+is the launch contract (`kubefaas.contract`, the same call the operator's Deployment
+builder makes) plus the function's own ``spec.env``, so a specialised pool instance runs
+the function exactly as its own pod would; the variables that describe the instance
+itself (its port, code folder and scratch folder) are the pool instance's, never sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from kubefaas.api import Function
+from kubefaas.contract import reserved_names, runtime_environment
+from kubefaas.quantity import mebibytes
+
+# Set by the pool instance for itself (the runtime refuses them in a document).
+INSTANCE_OWNED: Final = frozenset({"PORT", "KUBEFAAS_CODE_DIR", "TMPDIR"})
+
+
+def ineligible_reason(fn: Function, *, pool_memory_mib: int) -> str | None:
+    """Why `fn` cannot be served by a pool instance of that size, or None if it can."""
+    spec = fn.spec
+    if spec.runtime is None or spec.code is None:
+        return "the function brings its own image"
+    if mebibytes(spec.memory) > pool_memory_mib:
+        return f"the function asks for more memory than a pool instance has ({pool_memory_mib} Mi)"
+    return None
+
+
+def specialization_document(
+    fn: Function, *, version: int, files: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The ``/_kubefaas/specialize`` body for `fn`; `files` are the code (the inline code
+    if not given; a ConfigMap's data must be passed in)."""
+    code = fn.spec.code
+    if files is None:
+        if code is None or code.inline is None:
+            raise ValueError(
+                f"function {fn.namespace}/{fn.name} has no inline code: pass its files"
+            )
+        files = code.inline
+    contract = runtime_environment(fn, port=0, code_dir="", tmp_dir="", version=version)
+    env = {name: value for name, value in contract.items() if name not in INSTANCE_OWNED}
+    reserved = reserved_names(fn)
+    for entry in fn.spec.env:
+        if entry.name not in reserved:
+            env[entry.name] = entry.value
+    return {"env": env, "files": dict(files)}
