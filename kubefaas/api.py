@@ -165,9 +165,50 @@ class Code(_Model):
         return self
 
 
+class SecretKeySelector(_Model):
+    """One key of a Secret of the Function's namespace, read by the kubelet (never by the
+    operator) into an environment variable (docs/security.md)."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    key: str = Field(max_length=253, pattern=FILE_NAME_PATTERN)
+    optional: bool = False
+
+
+class EnvVarSource(_Model):
+    secret_key_ref: SecretKeySelector
+
+
 class EnvVar(_Model):
     name: str = Field(max_length=256, pattern=ENV_NAME_PATTERN)
     value: str = ""
+    value_from: EnvVarSource | None = None
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.valueFrom) || !has(self.value) || self.value == ''",
+            message="an env entry sets value or valueFrom, not both",
+            holds=lambda e: e.value_from is None or e.value == "",
+        ),
+    )
+
+
+SECRET_MOUNT_ROOT = "/var/kubefaas/secrets"
+
+
+class SecretMount(_Model):
+    """A Secret of the Function's namespace mounted read-only, one file per key."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    mount_path: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=r"^/[-._a-zA-Z0-9/]*$",
+        description=f"Default {SECRET_MOUNT_ROOT}/<name>.",
+    )
+
+    @property
+    def path(self) -> str:
+        return self.mount_path or f"{SECRET_MOUNT_ROOT}/{self.name}"
 
 
 class Destination(_Model):
@@ -336,6 +377,11 @@ class FunctionSpec(_Model):
     event_format: Literal["json", "http"] = limits.DEFAULT_EVENT_FORMAT
     code: Code | None = None
     env: list[EnvVar] = Field(default_factory=list, max_length=limits.ENV_MAX_ITEMS)
+    secrets: list[SecretMount] = Field(
+        default_factory=list,
+        max_length=limits.SECRET_MOUNTS_MAX,
+        description="Secrets mounted read-only into the function's pods.",
+    )
     memory: Memory = _size_field(
         limits.MEMORY_DEFAULT, limits.MEMORY_MIN, limits.MEMORY_MAX, "Memory limit."
     )
@@ -384,6 +430,14 @@ class FunctionSpec(_Model):
             cel="!has(self.env) || self.env.all(e, self.env.exists_one(f, f.name == e.name))",
             message="spec.env names must be unique",
             holds=lambda s: len({e.name for e in s.env}) == len(s.env),
+        ),
+        Rule(
+            cel=(
+                "!has(self.secrets) || self.secrets.all(m, "
+                "self.secrets.exists_one(n, n.name == m.name))"
+            ),
+            message="spec.secrets names must be unique",
+            holds=lambda s: len({m.name for m in s.secrets}) == len(s.secrets),
         ),
     )
 

@@ -95,5 +95,6 @@ ENV_MAX_ITEMS: Final = 100
 JWT_LEEWAY_DEFAULT_SECONDS: Final = 30
 JWT_LEEWAY_MAX_SECONDS: Final = 300
 INVOKE_TOKEN_SECRET_DEFAULT: Final = "kubefaas-invoke-tokens"
+SECRET_MOUNTS_MAX: Final = 16
 # Lambda: 6 MB synchronous response.
 RESPONSE_LIMIT_BYTES: Final = 6 * 1024 * 1024

@@ -24,6 +24,19 @@ DEFAULT_NAMESPACE = "default"
 ASYNC_IDLE_POLL_SECONDS = 5.0
 
 
+DROPPED_HEADERS_DEFAULT = frozenset(
+    {
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+        "x-api-key",
+        "x-auth-token",
+        "x-csrf-token",
+        "x-amz-security-token",
+    }
+)
+
+
 def _default_runtime_command() -> list[str]:
     return [sys.executable, "-m", "kubefaas_runtime"]
 
@@ -171,6 +184,11 @@ class Settings(BaseSettings):
     """`KUBEFAAS_ASYNC_QUEUE_MAX_TOTAL`, default 1000000: events the whole queue may hold;
     past it submits get 507 `QueueStorageFull`, nothing stored."""
 
+    async_dropped_headers: Annotated[frozenset[str], NoDecode] = DROPPED_HEADERS_DEFAULT
+    """`KUBEFAAS_ASYNC_DROPPED_HEADERS` (comma-separated), default `authorization, cookie,
+    proxy-authorization, x-api-key, x-auth-token, x-csrf-token, x-amz-security-token`:
+    request headers never stored with an async event (credentials; docs/security.md)."""
+
     async_stats_interval_seconds: float = Field(default=5.0, gt=0)
     """`KUBEFAAS_ASYNC_STATS_INTERVAL_SECONDS`, default 5: how often queue depth, oldest
     event age and leases in flight are refreshed for `/metrics`."""
@@ -201,6 +219,13 @@ class Settings(BaseSettings):
     namespaces: Annotated[tuple[str, ...], NoDecode] = ()
     """`KUBEFAAS_NAMESPACES`, default unset (every namespace): comma-separated namespaces
     whose Functions the gateway serves and whose pods it routes to."""
+
+    @field_validator("async_dropped_headers", mode="before")
+    @classmethod
+    def _split_headers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(p.strip().lower() for p in value.split(",") if p.strip())
+        return value
 
     @field_validator("namespaces", mode="before")
     @classmethod

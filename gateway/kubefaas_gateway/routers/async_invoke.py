@@ -9,7 +9,8 @@ chunked upload stops at the limit instead of being buffered whole.
 
 Stored with the event: the body, the query string and the request headers the function
 would see on a synchronous call, minus the caller's credentials (`Authorization`,
-`Cookie`): they were good for the door, and a queue on disk is no place to keep them.
+`Cookie`, `X-Api-Key`, ...: `KUBEFAAS_ASYNC_DROPPED_HEADERS`): they were good for the door,
+and a queue on disk is no place to keep them.
 
 Errors use the gateway's JSON error body and status mapping (`errors.py`); the router's
 `json_errors.GatewayRoute` turns any `InvocationError` raised by a route or a dependency
@@ -43,9 +44,6 @@ from kubefaas_gateway.state import GatewayState
 log = logging.getLogger("kubefaas.gateway.async")
 
 CALLBACK_HEADER = "x-callback-url"
-# Credentials checked at the door and never written to the queue, plus the callback URL
-# (kept in its own field).
-_NOT_STORED = frozenset({"authorization", "cookie", "proxy-authorization", CALLBACK_HEADER})
 
 
 router = APIRouter(tags=["async"], route_class=GatewayRoute)
@@ -93,7 +91,14 @@ async def _accept(
         if state.invoker is not None:
             state.invoker.record_rejected(fn, error.status, "async")
         return error_json(error, invocation_id)
-    stored = {name.lower(): value for name, value in headers if name.lower() not in _NOT_STORED}
+    # Credentials were checked at the door and are never written to the queue (the list
+    # is KUBEFAAS_ASYNC_DROPPED_HEADERS); the callback URL is kept in its own field.
+    dropped = state.settings.async_dropped_headers
+    stored = {
+        name.lower(): value
+        for name, value in headers
+        if name.lower() not in dropped and name.lower() != CALLBACK_HEADER
+    }
     try:
         await delivery.submit(
             fn,
