@@ -7,6 +7,7 @@ Numbers that belong to the Function API (body limits) come from `kubefaas.limits
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -213,6 +214,30 @@ class Settings(BaseSettings):
     callback_timeout_seconds: float = Field(default=10.0, gt=0)
     """`KUBEFAAS_CALLBACK_TIMEOUT_SECONDS`, default 10: per try, for `X-Callback-Url` and URL
     destinations (4 tries, then the failure is logged; the record is kept either way)."""
+
+    callback_allowed_cidrs: Annotated[tuple[str, ...], NoDecode] = ()
+    """`KUBEFAAS_CALLBACK_ALLOWED_CIDRS` (comma-separated), default none: address ranges
+    callbacks and URL destinations may reach although the SSRF guard would refuse them
+    (loopback, link-local, private; docs/security.md)."""
+
+    callback_blocked_cidrs: Annotated[tuple[str, ...], NoDecode] = ()
+    """`KUBEFAAS_CALLBACK_BLOCKED_CIDRS` (comma-separated), default none: more ranges
+    callbacks may not reach, such as the cluster's service and pod CIDRs when they are
+    public addresses."""
+
+    @field_validator("callback_allowed_cidrs", "callback_blocked_cidrs", mode="before")
+    @classmethod
+    def _split_cidrs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("callback_allowed_cidrs", "callback_blocked_cidrs")
+    @classmethod
+    def _valid_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad one
+        return value
 
     # -- in a cluster (`kubefaas gateway`) ------------------------------------------------
 

@@ -45,6 +45,7 @@ from kubefaas_gateway.queue.queue_metrics import AsyncMetrics
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.signals import ScalingSignals
+from kubefaas_gateway.ssrf import CallbackGuard, parse_networks
 
 log = logging.getLogger("kubefaas.gateway.async")
 
@@ -81,10 +82,15 @@ class AsyncDelivery:
         self._signals = signals
         self._clock = clock
         self._rand = rand
+        self.callback_guard = CallbackGuard(
+            allowed=parse_networks(settings.callback_allowed_cidrs),
+            blocked=parse_networks(settings.callback_blocked_cidrs),
+        )
         self._notifier = Notifier(
             registry=registry,
             submit=self.submit,
             callback_timeout_seconds=settings.callback_timeout_seconds,
+            guard=self.callback_guard,
         )
         self.attempts = Attempts(
             settings=settings,

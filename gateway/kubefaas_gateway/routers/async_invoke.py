@@ -83,6 +83,8 @@ async def _accept(
     try:
         await state.auth.check(fn, request.scope["headers"])
         callback_url = _callback_url(request)
+        if callback_url is not None:  # the SSRF guard, before anything is stored
+            await delivery.callback_guard.check_url(callback_url)
         headers, length = forward_headers(request.scope)
         body = await read_body(request.receive, length=length, limit=limit, kind="async")
     except ClientDisconnected:
