@@ -67,3 +67,15 @@ def test_async_events_are_stored_without_credential_headers(
     assert b"kept-EEEE" in stored  # the event's headers are in the file ...
     for value in ("tok-AAAA", "cookie-BBBB", "key-CCCC", "team-DDDD"):
         assert value.encode() not in stored  # ... but no credential
+
+
+def test_the_async_queue_file_is_readable_by_its_owner_only(
+    manifest_dir: ManifestDir, start_gateway: Callable[..., RunningGateway]
+) -> None:
+    manifest_dir.add_function("sink", "def handler(event, context):\n    return 1\n")
+    gateway = start_gateway(manifest_dir.path)
+    assert gateway.client.post("/async-function/sink", json={}).status_code == 202
+    files = sorted(gateway.state_dir.glob("async-queue.sqlite3*"))
+    assert files
+    for path in files:
+        assert path.stat().st_mode & 0o777 == 0o600, path.name

@@ -51,7 +51,9 @@ sweep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import secrets
 import sqlite3
 import threading
@@ -79,6 +81,7 @@ T = TypeVar("T")
 
 SCHEMA_VERSION: Final = 1
 DB_FILE_NAME: Final = "async-queue.sqlite3"
+QUEUE_FILE_MODE: Final = 0o600
 # Operations folded into one transaction at most; bounds the latency one fsync adds.
 MAX_BATCH: Final = 256
 BUSY_TIMEOUT_MS: Final = 10_000
@@ -170,6 +173,12 @@ class SQLiteQueue(InvocationQueue):
 
     def _connect(self) -> None:
         self._thread_id = threading.get_ident()
+        # Events hold callers' bodies: owner-only, and SQLite gives its -wal and -shm files
+        # the database file's mode (docs/security.md).
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, QUEUE_FILE_MODE))
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{self.path}{suffix}", QUEUE_FILE_MODE)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
