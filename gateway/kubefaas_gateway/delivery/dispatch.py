@@ -107,6 +107,8 @@ class AsyncDelivery:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake_all = asyncio.Event()
         self.stats: tuple[QueueStats, ...] = ()
+        # Why the last periodic read of the queue failed (None: it worked); /readyz says it.
+        self.queue_error: str | None = None
         self.started = False
         self._opened = False
 
@@ -249,9 +251,12 @@ class AsyncDelivery:
                 self.stats = tuple(await self.queue.stats(now=self._clock()))
                 self.metrics.update_queue(self.stats)
                 self.quota.update(self.stats)
+                self.queue_error = None
                 self._signals.publish_queue_depths({s.function: s.depth for s in self.stats})
-            except Exception:
-                log.exception("could not read async queue stats")
+            except Exception as exc:
+                if self.queue_error is None:
+                    log.exception("could not read async queue stats")
+                self.queue_error = str(exc) or type(exc).__name__
             await asyncio.sleep(self.settings.async_stats_interval_seconds)
 
     async def _sweep_records(self) -> None:

@@ -148,7 +148,11 @@ async def get_invocation(
 ) -> dict[str, Any]:
     """Status, attempts and result (or error) of one async invocation; it needs the
     credential its function's invoke needs, or the admin token (docs/security.md)."""
-    record = await delivery.queue.get(invocation_id)
+    try:
+        record = await delivery.queue.get(invocation_id)
+    except Exception as exc:  # the queue's store is down (Redis unreachable): retry later
+        log.warning("could not read async invocation %s: %s", invocation_id, exc)
+        raise NoCapacity(f"the async queue is unavailable ({exc}); retry") from None
     if record is None:
         raise InvocationNotFound(
             f"no async invocation {invocation_id} (unknown, or its record expired)"
