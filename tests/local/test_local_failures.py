@@ -44,3 +44,19 @@ def test_redis_down_is_reported_and_lookups_are_503(
     assert lookup.status_code == 503
     assert lookup.json()["error"]["type"] == "NoCapacity"
     assert gateway.invoke("echo", {}).status_code == 200
+
+
+def test_a_corrupt_sqlite_queue_is_moved_aside_and_the_gateway_serves(
+    manifest_dir: ManifestDir, start_gateway: Callable[..., RunningGateway], tmp_path: Path
+) -> None:
+    manifest_dir.add_function("echo", "def handler(event, context):\n    return 1\n")
+    state = tmp_path / "state-0"  # what start_gateway's first gateway uses
+    state.mkdir()
+    (state / "async-queue.sqlite3").write_bytes(b"this is not a database" * 100)
+    gateway = start_gateway(manifest_dir.path)
+    assert gateway.state_dir == state
+    assert "moved aside to" in gateway.stderr()
+    [aside] = state.glob("async-queue.sqlite3.corrupt-*")
+    assert aside.read_bytes().startswith(b"this is not a database")
+    assert gateway.invoke("echo", {}).status_code == 200
+    assert gateway.client.post("/async-function/echo", json={}).status_code == 202
