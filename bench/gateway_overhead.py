@@ -13,6 +13,9 @@ aiohttp closed-loop load generator (slower, so its figures are a floor). Loopbac
 bounded in time.
 
     python bench/gateway_overhead.py [--duration 5] [--runs 3] [--json out.json]
+
+`--auth` runs the invoke-auth case instead (bench/auth_case.py): the same warm call through
+the gateway to three functions, `auth: none`, `token` and `jwt`, same run.
 """
 
 from __future__ import annotations
@@ -173,9 +176,21 @@ def _milliseconds(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def run_wrk(url: str, connections: int, duration: float) -> Run:
+def run_wrk(
+    url: str, connections: int, duration: float, headers: dict[str, str] | None = None
+) -> Run:
+    extra = [arg for name, value in (headers or {}).items() for arg in ("-H", f"{name}: {value}")]
     command = pinned(
-        1, ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency", url]
+        1,
+        [
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(1, round(duration))}s",
+            "--latency",
+            *extra,
+            url,
+        ],
     )
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
@@ -187,7 +202,9 @@ def run_wrk(url: str, connections: int, duration: float) -> Run:
     return Run(rps, p50, p99, requests)
 
 
-async def _aiohttp_load(url: str, connections: int, duration: float) -> Run:
+async def _aiohttp_load(
+    url: str, connections: int, duration: float, headers: dict[str, str] | None = None
+) -> Run:
     import aiohttp
 
     latencies: list[float] = []
@@ -198,7 +215,7 @@ async def _aiohttp_load(url: str, connections: int, duration: float) -> Run:
         async def worker() -> None:
             while time.perf_counter() < stop_at:
                 began = time.perf_counter()
-                async with session.get(url) as response:
+                async with session.get(url, headers=headers) as response:
                     await response.read()
                 latencies.append(time.perf_counter() - began)
 
@@ -211,14 +228,14 @@ async def _aiohttp_load(url: str, connections: int, duration: float) -> Run:
     return Run(rps, statistics.median(latencies) * 1000, p99 * 1000, len(latencies))
 
 
-def load(url: str, connections: int, duration: float) -> Run:
-    """Load GET `url` with `connections` for `duration` seconds."""
+def load(url: str, connections: int, duration: float, headers: dict[str, str] | None = None) -> Run:
+    """Load GET `url` with `connections` for `duration` seconds (sending `headers`)."""
     if shutil.which("wrk"):
-        return run_wrk(url, connections, duration)
+        return run_wrk(url, connections, duration, headers)
     if pinning():  # keep the load generator off the gateway's CPU
         os.sched_setaffinity(0, {1})
     try:
-        return asyncio.run(_aiohttp_load(url, connections, duration))
+        return asyncio.run(_aiohttp_load(url, connections, duration, headers))
     finally:
         if pinning():
             os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
@@ -230,10 +247,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measured(pid: int, url: str, connections: int, duration: float) -> tuple[Run, float]:
+def measured(
+    pid: int, url: str, connections: int, duration: float, headers: dict[str, str] | None = None
+) -> tuple[Run, float]:
     """A load run and the CPU µs per request that `pid` spent serving it."""
     before = cpu_seconds(pid)
-    run = load(url, connections, duration)
+    run = load(url, connections, duration, headers)
     return run, (cpu_seconds(pid) - before) / max(run.requests, 1) * 1e6
 
 
@@ -281,7 +300,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median kept)")
     parser.add_argument("--connections", type=int, nargs="+", default=list(CONNECTIONS))
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--auth", action="store_true", help="the invoke-auth case instead")
     args = parser.parse_args(argv)
+    if args.auth:
+        import auth_case
+
+        return auth_case.run(args)
 
     with tempfile.TemporaryDirectory(prefix="kubefaas-bench-") as scratch:
         folder = Path(scratch) / "functions"

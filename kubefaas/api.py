@@ -211,9 +211,55 @@ class Code(_Model):
         return self
 
 
+class SecretKeyRef(_Model):
+    """One key of a Secret in the Function's namespace."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    key: str = Field(max_length=253, pattern=SECRET_KEY_PATTERN)
+
+
+class SecretKeySelector(SecretKeyRef):
+    """A Secret key read by the kubelet (never by the operator) into an environment
+    variable (docs/security.md); `optional` as in a pod's `secretKeyRef`."""
+
+    optional: bool = False
+
+
+class EnvVarSource(_Model):
+    secret_key_ref: SecretKeySelector
+
+
 class EnvVar(_Model):
     name: str = Field(max_length=256, pattern=ENV_NAME_PATTERN)
     value: str = ""
+    value_from: EnvVarSource | None = None
+
+    RULES: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            cel="!has(self.valueFrom) || !has(self.value) || self.value == ''",
+            message="an env entry sets value or valueFrom, not both",
+            holds=lambda e: e.value_from is None or e.value == "",
+        ),
+    )
+
+
+SECRET_MOUNT_ROOT = "/var/kubefaas/secrets"
+
+
+class SecretMount(_Model):
+    """A Secret of the Function's namespace mounted read-only, one file per key."""
+
+    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
+    mount_path: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=r"^/[-._a-zA-Z0-9/]*$",
+        description=f"Default {SECRET_MOUNT_ROOT}/<name>.",
+    )
+
+    @property
+    def path(self) -> str:
+        return self.mount_path or f"{SECRET_MOUNT_ROOT}/{self.name}"
 
 
 class Destination(_Model):
@@ -231,13 +277,6 @@ class Destination(_Model):
             holds=lambda d: (d.url is None) != (d.function is None),
         ),
     )
-
-
-class SecretKeyRef(_Model):
-    """One key of a Secret in the Function's namespace."""
-
-    name: str = Field(max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)
-    key: str = Field(max_length=253, pattern=SECRET_KEY_PATTERN)
 
 
 class TokenAuth(_Model):
@@ -513,6 +552,11 @@ class FunctionSpec(_Model):
     event_format: Literal["json", "http"] = limits.DEFAULT_EVENT_FORMAT
     code: Code | None = None
     env: list[EnvVar] = Field(default_factory=list, max_length=limits.ENV_MAX_ITEMS)
+    secrets: list[SecretMount] = Field(
+        default_factory=list,
+        max_length=limits.SECRET_MOUNTS_MAX,
+        description="Secrets mounted read-only into the function's pods.",
+    )
     memory: Memory = _size_field(
         limits.MEMORY_DEFAULT, limits.MEMORY_MIN, limits.MEMORY_MAX, "Memory limit."
     )
@@ -574,6 +618,14 @@ class FunctionSpec(_Model):
             ),
             message="spec.triggers names must be unique",
             holds=lambda s: len({t.name for t in s.triggers}) == len(s.triggers),
+        ),
+        Rule(
+            cel=(
+                "!has(self.secrets) || self.secrets.all(m, "
+                "self.secrets.exists_one(n, n.name == m.name))"
+            ),
+            message="spec.secrets names must be unique",
+            holds=lambda s: len({m.name for m in s.secrets}) == len(s.secrets),
         ),
     )
 

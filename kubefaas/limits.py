@@ -105,5 +105,6 @@ TRIGGER_MAX_IN_FLIGHT_MAX: Final = 10_000
 JWT_LEEWAY_DEFAULT_SECONDS: Final = 30
 JWT_LEEWAY_MAX_SECONDS: Final = 300
 INVOKE_TOKEN_SECRET_DEFAULT: Final = "kubefaas-invoke-tokens"
+SECRET_MOUNTS_MAX: Final = 16
 # Lambda: 6 MB synchronous response.
 RESPONSE_LIMIT_BYTES: Final = 6 * 1024 * 1024

@@ -62,6 +62,9 @@ class _LingeringTransport:
     def __init__(self, transport: Any, protocol: LimitedProtocol) -> None:
         self._transport = transport
         self._protocol = protocol
+        # The calls of every response, bound once (no __getattr__ on the hot path).
+        self.write = transport.write
+        self.is_closing = transport.is_closing
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._transport, name)

@@ -106,7 +106,7 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         keepalive_timeout=settings.upstream_keepalive_seconds,
         use_dns_cache=False,  # instances are addressed by IP
     )
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=connector,
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -114,6 +114,11 @@ def create_session(settings: Settings) -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=None),
         raise_for_status=False,
     )
+    # Once-only (docs/security.md): aiohttp would resend a GET/PUT/DELETE whose pooled
+    # connection dropped after sending, although the instance may have run it; the
+    # invoker retries only a refused connection, which provably never reached one.
+    session._retry_connection = False
+    return session
 
 
 @functools.lru_cache(maxsize=4096)

@@ -7,6 +7,7 @@ Numbers that belong to the Function API (body limits) come from `kubefaas.limits
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -22,6 +23,19 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_NAMESPACE = "default"
 # Idle async dispatchers read the queue this often at most (see async_poll_interval_seconds).
 ASYNC_IDLE_POLL_SECONDS = 5.0
+
+
+DROPPED_HEADERS_DEFAULT = frozenset(
+    {
+        "authorization",
+        "cookie",
+        "proxy-authorization",
+        "x-api-key",
+        "x-auth-token",
+        "x-csrf-token",
+        "x-amz-security-token",
+    }
+)
 
 
 def _default_runtime_command() -> list[str]:
@@ -187,6 +201,11 @@ class Settings(BaseSettings):
     """`KUBEFAAS_ASYNC_QUEUE_MAX_TOTAL`, default 1000000: events the whole queue may hold;
     past it submits get 507 `QueueStorageFull`, nothing stored."""
 
+    async_dropped_headers: Annotated[frozenset[str], NoDecode] = DROPPED_HEADERS_DEFAULT
+    """`KUBEFAAS_ASYNC_DROPPED_HEADERS` (comma-separated), default `authorization, cookie,
+    proxy-authorization, x-api-key, x-auth-token, x-csrf-token, x-amz-security-token`:
+    request headers never stored with an async event (credentials; docs/security.md)."""
+
     async_stats_interval_seconds: float = Field(default=5.0, gt=0)
     """`KUBEFAAS_ASYNC_STATS_INTERVAL_SECONDS`, default 5: how often queue depth, oldest
     event age and leases in flight are refreshed for `/metrics`."""
@@ -227,11 +246,42 @@ class Settings(BaseSettings):
     """`KUBEFAAS_TRIGGER_RECONCILE_SECONDS`, default 2: how often the trigger loops are
     matched to the registry's functions, and queue lag published for scaling."""
 
+    callback_allowed_cidrs: Annotated[tuple[str, ...], NoDecode] = ()
+    """`KUBEFAAS_CALLBACK_ALLOWED_CIDRS` (comma-separated), default none: address ranges
+    callbacks and URL destinations may reach although the SSRF guard would refuse them
+    (loopback, link-local, private; docs/security.md)."""
+
+    callback_blocked_cidrs: Annotated[tuple[str, ...], NoDecode] = ()
+    """`KUBEFAAS_CALLBACK_BLOCKED_CIDRS` (comma-separated), default none: more ranges
+    callbacks may not reach, such as the cluster's service and pod CIDRs when they are
+    public addresses."""
+
+    @field_validator("callback_allowed_cidrs", "callback_blocked_cidrs", mode="before")
+    @classmethod
+    def _split_cidrs(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("callback_allowed_cidrs", "callback_blocked_cidrs")
+    @classmethod
+    def _valid_cidrs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad one
+        return value
+
     # -- in a cluster (`kubefaas gateway`) ------------------------------------------------
 
     namespaces: Annotated[tuple[str, ...], NoDecode] = ()
     """`KUBEFAAS_NAMESPACES`, default unset (every namespace): comma-separated namespaces
     whose Functions the gateway serves and whose pods it routes to."""
+
+    @field_validator("async_dropped_headers", mode="before")
+    @classmethod
+    def _split_headers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(p.strip().lower() for p in value.split(",") if p.strip())
+        return value
 
     @field_validator("namespaces", mode="before")
     @classmethod

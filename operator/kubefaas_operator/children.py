@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from kubefaas import contract, limits, naming, wire
-from kubefaas.api import API_VERSION, Function
+from kubefaas.api import API_VERSION, EnvVar, Function
 from kubefaas.quantity import mebibytes
 
 # Lambda gives a function one vCPU at 1,769 MB of memory and CPU in proportion below and
@@ -54,6 +54,9 @@ SERVICE_PORT: Final = 80
 CONTAINER_NAME: Final = "function"
 CODE_VOLUME: Final = "code"
 TMP_VOLUME: Final = "tmp"
+# spec.secrets volumes: secret-0, secret-1, ...; files readable, never writable.
+SECRET_VOLUME_PREFIX: Final = "secret-"
+SECRET_FILE_MODE: Final = 0o444
 # Old ReplicaSets are only kept for `kubectl rollout undo`; thousands of functions each
 # with ten of them would crowd the API server.
 REVISION_HISTORY_LIMIT: Final = 3
@@ -143,7 +146,15 @@ def pod_checksum(fn: Function, code: Mapping[str, str] | None) -> str:
     a code change would never roll the Deployment. Scaling and async settings are left
     out: changing maxScale must not restart instances.
     """
-    spec = fn.spec.model_dump(mode="json", by_alias=True, exclude={"scaling", "async_", "code"})
+    spec = fn.spec.model_dump(
+        mode="json", by_alias=True, exclude={"scaling", "async_", "code", "auth"}
+    )
+    # Fields added later hash as before while unset, so an upgrade restarts nothing.
+    if not spec["secrets"]:
+        del spec["secrets"]
+    for env in spec["env"]:
+        if env["valueFrom"] is None:
+            del env["valueFrom"]
     source = {"configMap": code_config_map(fn)} if fn.spec.runtime is not None else {}
     payload = {"spec": spec, "codeSource": source, "code": dict(sorted((code or {}).items()))}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -296,6 +307,14 @@ def _volumes(fn: Function) -> list[dict[str, Any]]:
             source["items"] = [{"key": k, "path": p} for k, p in code_keys(fn).items()]
         volumes.append({"name": CODE_VOLUME, "configMap": source})
     volumes.append({"name": TMP_VOLUME, "emptyDir": {"sizeLimit": fn.spec.tmp_size}})
+    # The kubelet reads these Secrets, not the operator (docs/security.md).
+    for index, secret in enumerate(fn.spec.secrets):
+        volumes.append(
+            {
+                "name": f"{SECRET_VOLUME_PREFIX}{index}",
+                "secret": {"secretName": secret.name, "defaultMode": SECRET_FILE_MODE},
+            }
+        )
     return volumes
 
 
@@ -304,14 +323,26 @@ def _mounts(fn: Function) -> list[dict[str, Any]]:
     if fn.spec.runtime is not None:
         mounts.append({"name": CODE_VOLUME, "mountPath": naming.CODE_MOUNT_PATH, "readOnly": True})
     mounts.append({"name": TMP_VOLUME, "mountPath": naming.TMP_MOUNT_PATH})
+    for index, secret in enumerate(fn.spec.secrets):
+        mounts.append(
+            {"name": f"{SECRET_VOLUME_PREFIX}{index}", "mountPath": secret.path, "readOnly": True}
+        )
     return mounts
+
+
+def _user_env(env: EnvVar) -> dict[str, Any]:
+    if env.value_from is None:
+        return {"name": env.name, "value": env.value}
+    ref = env.value_from.secret_key_ref
+    selector: dict[str, Any] = {"name": ref.name, "key": ref.key}
+    if ref.optional:
+        selector["optional"] = True
+    return {"name": env.name, "valueFrom": {"secretKeyRef": selector}}
 
 
 def _container(fn: Function, *, image: str, version: int) -> dict[str, Any]:
     reserved = set(shadowed_env(fn))
-    user_env = [
-        {"name": env.name, "value": env.value} for env in fn.spec.env if env.name not in reserved
-    ]
+    user_env = [_user_env(env) for env in fn.spec.env if env.name not in reserved]
     return {
         "name": CONTAINER_NAME,
         "image": image,

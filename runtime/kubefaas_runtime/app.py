@@ -81,6 +81,7 @@ def _health(status: int, document: dict[str, Any]) -> tuple[int, list[tuple[byte
 _HEALTH_STARTING = _health(503, {"status": "starting"})
 _HEALTH_OK = _health(200, {"status": "ok"})
 _HEALTH_DRAINING = _health(503, {"status": "draining"})
+_HEALTH_SATURATED = _health(503, {"status": "saturated"})
 
 
 class RuntimeApp:
@@ -225,6 +226,10 @@ class RuntimeApp:
             return
         if scope["path"] == "/healthz":
             status, headers, body = _HEALTH_DRAINING if self._draining else self._health
+            executor = self._executor
+            if executor is not None and executor.saturated and not self._draining:
+                # docs/security.md: every thread is held past its deadline.
+                status, headers, body = _HEALTH_SATURATED
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             return
@@ -272,7 +277,9 @@ class RuntimeApp:
         now = time.time()
         now_ms = int(now * 1000)
         deadline_ms = _to_int(deadline_header, 0) if deadline_header else 0
-        if deadline_ms <= 0:
+        if deadline_ms <= 0 or deadline_ms > now_ms + self._timeout_ms:
+            # A caller's X-Deadline-Ms never extends the function's own timeout (whoever
+            # reaches the pod cannot buy a longer run; docs/security.md).
             deadline_ms = now_ms + self._timeout_ms
         budget = deadline_ms / 1000 - now
 

@@ -71,8 +71,12 @@ class _Call:
         self.executor._abandon(self)
 
 
-def _call_sync(handler: Handler, event: Any, context: Context) -> Any:
-    # Runs in a pool thread: tag the thread's log records with this call's id.
+def _call_sync(handler: Handler, event: Any, context: Context, call: _Call) -> Any:
+    # Runs in a pool thread. A call that waited for a thread past its deadline was
+    # already answered 504: running it now would do work nobody gets the answer of.
+    if call.abandoned:
+        return None
+    # Tag the thread's log records with this call's id.
     token = REQUEST_ID.set(context.request_id)
     try:
         return handler(event, context)
@@ -114,6 +118,12 @@ class Executor:
         """Calls answered 504 whose handler is still running."""
         return len(self._abandoned)
 
+    @property
+    def saturated(self) -> bool:
+        """Every handler thread is held by a call already answered 504: nothing can run
+        until one returns, so the instance must not report healthy."""
+        return not self._is_async and len(self._abandoned) >= self._threads.max_threads
+
     async def execute(self, event: Any, context: Context, budget: float) -> Reply:
         """Run the handler with ``budget`` seconds left before the deadline."""
         if budget <= 0:
@@ -127,7 +137,7 @@ class Executor:
             self._start_task(call, awaitable, context)
         else:
             self._threads.submit(
-                self._loop, call.finish, _call_sync, self._function, event, context
+                self._loop, call.finish, _call_sync, self._function, event, context, call
             )
         return await self._settle(call, context, budget)
 

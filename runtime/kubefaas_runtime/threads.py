@@ -70,6 +70,10 @@ class HandlerThreads:
         thread.start()
 
     @property
+    def max_threads(self) -> int:
+        return self._max_threads
+
+    @property
     def size(self) -> int:
         """Threads started so far."""
         return len(self._threads)

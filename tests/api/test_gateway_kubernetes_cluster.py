@@ -43,6 +43,7 @@ from kubefaas_cluster.pytest_plugin import KubeApi
 from kubefaas_gateway.app import create_app
 from kubefaas_gateway.backends.kubernetes import KubernetesBackend
 from kubefaas_gateway.registry import FunctionRegistry
+from kubefaas_gateway.secrets import KubeSecrets
 from kubefaas_gateway.settings import Settings
 from kubefaas_operator.children import build_deployment
 from tests.loopback import free_port
@@ -240,16 +241,20 @@ async def gateway(
     monkeypatch: pytest.MonkeyPatch,
     *,
     kubeconfig: Path | None = None,
+    auth_default: str = "none",
 ) -> AsyncIterator[Gateway]:
     """The real app and Kubernetes backend, configured from `$KUBECONFIG` (the cluster
-    admin's unless `kubeconfig` is given), watching `ns`."""
+    admin's unless `kubeconfig` is given), watching `ns`, reading invoke keys from the API
+    as `kubefaas gateway` does."""
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig or kube_api.kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    settings = Settings(state_dir=tmp_path / "state", namespaces=(ns,))
+    settings = Settings(state_dir=tmp_path / "state", namespaces=(ns,), auth_default=auth_default)
     registry = FunctionRegistry()
     backend = KubernetesBackend(settings=settings, registry=registry)
     # No autoscaler: these tests watch the replicas the activation path sets.
-    app = create_app(settings, backend, registry, background=())
+    app = create_app(
+        settings, backend, registry, background=(), secrets=KubeSecrets(lambda: backend.kube)
+    )
     async with (
         app.router.lifespan_context(app),
         httpx.AsyncClient(
@@ -491,3 +496,26 @@ async def test_the_gateway_needs_no_more_than_the_rbac_the_chart_grants_it(
     finally:
         kube_api.kubectl("delete", "clusterrolebinding", release, check=False)
         kube_api.kubectl("delete", "clusterrole", role["metadata"]["name"], check=False)
+
+
+async def test_token_auth_reads_the_keys_from_a_secret_through_the_api(
+    kube_api: KubeApi, ns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kube_api.kubectl(
+        "create", "secret", "generic", "kubefaas-invoke-tokens", "-n", ns,
+        "--from-literal=old=key-one", "--from-literal=new=key-two",
+    )  # fmt: skip
+    apply_function(kube_api, ns, "guarded", timeoutSeconds=1)  # no spec.auth: the default
+    async with gateway(kube_api, ns, tmp_path, monkeypatch, auth_default="token") as gw:
+        await eventually(lambda: f"{ns}/guarded" in gw.registry, "the Function")
+        refused = await gw.client.post(f"/function/{ns}/guarded", json={})
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith('Bearer realm="kubefaas"')
+        wrong = {"Authorization": "Bearer key-three"}
+        assert (await gw.client.post(f"/function/{ns}/guarded", headers=wrong)).status_code == 401
+        for key in ("key-one", "key-two"):
+            headers = {"X-Api-Key": key}
+            # Past the door: there is no Deployment here, so the call then finds no capacity.
+            response = await gw.client.post(f"/function/{ns}/guarded", json={}, headers=headers)
+            assert response.status_code == 503, response.text
+            assert "has no Deployment yet" in response.json()["error"]["message"]

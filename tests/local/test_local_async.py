@@ -43,6 +43,8 @@ ADMIN_TOKEN = "test-admin-token"
 START_TIMEOUT_SECONDS = 30.0
 # Shortened schedule: function-error retries 0.3 s then 0.6 s; throttle backoff from 0.2 s.
 FAST_RETRIES = {
+    # The sink is a loopback server: allowed past the SSRF guard (docs/security.md).
+    "KUBEFAAS_CALLBACK_ALLOWED_CIDRS": "127.0.0.1/32",
     "KUBEFAAS_ASYNC_RETRY_BASE_SECONDS": "0.3",
     "KUBEFAAS_ASYNC_BACKOFF_INITIAL_SECONDS": "0.2",
     "KUBEFAAS_ASYNC_BACKOFF_MAX_SECONDS": "2",

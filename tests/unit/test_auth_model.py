@@ -49,3 +49,13 @@ def test_jwt_defaults_allow_rs256_and_es256_with_a_small_leeway() -> None:
 )
 def test_bad_auth_is_refused_naming_the_rule(auth: dict[str, object], expected: str) -> None:
     assert expected in problems(manifest(auth=auth))
+
+
+def test_env_sets_value_or_value_from_and_secret_mounts_are_unique() -> None:
+    ref = {"secretKeyRef": {"name": "db", "key": "pw"}}
+    both = [{"name": "A", "value": "x", "valueFrom": ref}]
+    assert "value or valueFrom, not both" in problems(manifest(env=both))
+    twice = [{"name": "tls"}, {"name": "tls", "mountPath": "/etc/tls"}]
+    assert "spec.secrets names must be unique" in problems(manifest(secrets=twice))
+    fn = parse_function(manifest(secrets=[{"name": "tls"}]), "fn.yaml")
+    assert fn.spec.secrets[0].path == "/var/kubefaas/secrets/tls"

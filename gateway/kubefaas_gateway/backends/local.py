@@ -294,12 +294,16 @@ class LocalBackend:
                     tmp=instance.tmp_dir,
                     instance_id=instance.id,
                     deps_dir=deps_dir,
+                    secrets_dir=self._settings.secrets_dir,
                 ),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 preexec_fn=child_setup(os.getpid()),
             )
+        except NoCapacity:  # a secret it needs is missing
+            shutil.rmtree(instance.tmp_dir, ignore_errors=True)
+            raise
         except OSError as exc:
             shutil.rmtree(instance.tmp_dir, ignore_errors=True)
             raise NoCapacity(f"cannot run the runtime {command[0]!r}: {exc}") from exc

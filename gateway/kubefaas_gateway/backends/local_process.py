@@ -28,6 +28,7 @@ from kubefaas.api import Function
 from kubefaas.contract import runtime_environment
 from kubefaas_gateway.backends.base import Instance
 from kubefaas_gateway.errors import NoCapacity
+from kubefaas_gateway.secrets import FolderSecrets
 from kubefaas_gateway.settings import Settings
 
 log = logging.getLogger("kubefaas.gateway.local")
@@ -104,11 +105,30 @@ def instance_environment(
     tmp: Path,
     instance_id: str = "",
     deps_dir: Path | None = None,
+    secrets_dir: Path | None = None,
 ) -> dict[str, str]:
     """The runtime launch contract; the gateway's own KUBEFAAS_* settings (the admin
-    token among them) are not passed on, and user variables cannot override it."""
+    token among them) are not passed on, and user variables cannot override it.
+    `env[].valueFrom.secretKeyRef` is read from `secrets_dir` (`<ns>/<name>/<key>`); a
+    missing one that is not optional fails the start, as a pod would."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEFAAS_")}
-    env.update({var.name: var.value for var in fn.spec.env})
+    folder = FolderSecrets(secrets_dir) if secrets_dir is not None else None
+    for var in fn.spec.env:
+        if var.value_from is None:
+            env[var.name] = var.value
+            continue
+        ref = var.value_from.secret_key_ref
+        data = folder.read(fn.namespace, ref.name) if folder is not None else None
+        value = (data or {}).get(ref.key)
+        if value is None:
+            if ref.optional:
+                continue
+            raise NoCapacity(
+                f"function {fn.key}: env {var.name} needs key {ref.key!r} of Secret "
+                f"{ref.name!r}, not found in {secrets_dir or 'the secrets folder (unset)'}"
+                f"/{fn.namespace}/{ref.name}/"
+            )
+        env[var.name] = value.decode("utf-8", "replace")
     env.update(
         runtime_environment(
             fn,

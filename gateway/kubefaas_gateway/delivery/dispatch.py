@@ -51,6 +51,7 @@ from kubefaas_gateway.queue.queue_metrics import AsyncMetrics
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.signals import ScalingSignals
+from kubefaas_gateway.ssrf import CallbackGuard, parse_networks
 
 log = logging.getLogger("kubefaas.gateway.async")
 
@@ -87,10 +88,15 @@ class AsyncDelivery:
         self._signals = signals
         self._clock = clock
         self._rand = rand
+        self.callback_guard = CallbackGuard(
+            allowed=parse_networks(settings.callback_allowed_cidrs),
+            blocked=parse_networks(settings.callback_blocked_cidrs),
+        )
         self._notifier = Notifier(
             registry=registry,
             submit=self.submit,
             callback_timeout_seconds=settings.callback_timeout_seconds,
+            guard=self.callback_guard,
         )
         self.attempts = Attempts(
             settings=settings,
@@ -107,6 +113,8 @@ class AsyncDelivery:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake_all = asyncio.Event()
         self.stats: tuple[QueueStats, ...] = ()
+        # Why the last periodic read of the queue failed (None: it worked); /readyz says it.
+        self.queue_error: str | None = None
         self.started = False
         self._opened = False
 
@@ -268,9 +276,12 @@ class AsyncDelivery:
                 self.stats = tuple(await self.queue.stats(now=self._clock()))
                 self.metrics.update_queue(self.stats)
                 self.quota.update(self.stats)
+                self.queue_error = None
                 self._signals.publish_queue_depths({s.function: s.depth for s in self.stats})
-            except Exception:
-                log.exception("could not read async queue stats")
+            except Exception as exc:
+                if self.queue_error is None:
+                    log.exception("could not read async queue stats")
+                self.queue_error = str(exc) or type(exc).__name__
             await asyncio.sleep(self.settings.async_stats_interval_seconds)
 
     async def _sweep_records(self) -> None:

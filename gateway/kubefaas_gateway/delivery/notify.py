@@ -26,6 +26,7 @@ from kubefaas.api import Destination, Function
 from kubefaas_gateway.invoker import InvocationResponse
 from kubefaas_gateway.queue import InvocationRecord, Lease
 from kubefaas_gateway.registry import FunctionRegistry
+from kubefaas_gateway.ssrf import CallbackGuard, CallbackRefused, callback_session
 
 log = logging.getLogger("kubefaas.gateway.async")
 
@@ -109,7 +110,9 @@ class Notifier:
         registry: FunctionRegistry,
         submit: Submit,
         callback_timeout_seconds: float,
+        guard: CallbackGuard | None = None,
     ) -> None:
+        self._guard = guard if guard is not None else CallbackGuard()
         self._registry = registry
         self._submit = submit
         self._timeout = callback_timeout_seconds
@@ -120,7 +123,10 @@ class Notifier:
         self.listeners: list[Callable[[InvocationRecord], None]] = []
 
     def open(self, session: aiohttp.ClientSession) -> None:
-        self._session = session
+        """Start; callbacks go out on a session of their own whose resolver refuses what
+        the SSRF guard refuses (`ssrf.py`), never on `session`, the one to instances."""
+        del session
+        self._session = callback_session(self._guard)
 
     def notify(self, final: Final) -> None:
         """Start notifying whoever wants to know about `final` (no-op if nobody does)."""
@@ -141,6 +147,8 @@ class Notifier:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
         self._session = None
 
     async def _notify_all(self, final: Final, destination: Destination | None) -> None:
@@ -204,11 +212,16 @@ class Notifier:
         if session is None:
             return
         timeout = aiohttp.ClientTimeout(total=self._timeout)
+        try:
+            await self._guard.check_url(url)
+        except CallbackRefused as refused:
+            log.error("%s for invocation %s not sent: %s", what, invocation_id, refused.message)
+            return
         problem = ""
         for attempt, pause in enumerate((*DELIVERY_BACKOFF_SECONDS, None), start=1):
             try:
                 async with session.post(
-                    url, data=body, headers=dict(headers), timeout=timeout
+                    url, data=body, headers=dict(headers), timeout=timeout, allow_redirects=False
                 ) as reply:
                     await reply.read()
                     if reply.status < 400:

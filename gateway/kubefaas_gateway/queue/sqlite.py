@@ -51,10 +51,14 @@ sweep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import os
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -78,7 +82,10 @@ from kubefaas_gateway.queue.base import (
 T = TypeVar("T")
 
 SCHEMA_VERSION: Final = 1
+log = logging.getLogger("kubefaas.gateway.async")
+
 DB_FILE_NAME: Final = "async-queue.sqlite3"
+QUEUE_FILE_MODE: Final = 0o600
 # Operations folded into one transaction at most; bounds the latency one fsync adds.
 MAX_BATCH: Final = 256
 BUSY_TIMEOUT_MS: Final = 10_000
@@ -166,10 +173,36 @@ class SQLiteQueue(InvocationQueue):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="async-queue")
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._connect)
+        await loop.run_in_executor(self._executor, self._connect_or_set_aside)
+
+    def _connect_or_set_aside(self) -> None:
+        """Open the queue; a file that is not a usable SQLite database (a torn disk, a
+        stray file) is moved aside with a log line and a new queue started, so the gateway
+        still serves (docs/security.md, failure modes)."""
+        try:
+            self._connect()
+        except sqlite3.DatabaseError as exc:
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+            log.error(
+                "async queue %s is unreadable (%s): moved aside to %s, starting an empty "
+                "queue; the events in it are not delivered",
+                self.path,
+                exc,
+                aside,
+            )
+            self._connect()
 
     def _connect(self) -> None:
         self._thread_id = threading.get_ident()
+        # Events hold callers' bodies: owner-only, and SQLite gives its -wal and -shm files
+        # the database file's mode (docs/security.md).
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, QUEUE_FILE_MODE))
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{self.path}{suffix}", QUEUE_FILE_MODE)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

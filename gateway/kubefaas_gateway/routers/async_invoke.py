@@ -9,7 +9,8 @@ chunked upload stops at the limit instead of being buffered whole.
 
 Stored with the event: the body, the query string and the request headers the function
 would see on a synchronous call, minus the caller's credentials (`Authorization`,
-`Cookie`): they were good for the door, and a queue on disk is no place to keep them.
+`Cookie`, `X-Api-Key`, ...: `KUBEFAAS_ASYNC_DROPPED_HEADERS`): they were good for the door,
+and a queue on disk is no place to keep them.
 
 Errors use the gateway's JSON error body and status mapping (`errors.py`); the router's
 `json_errors.GatewayRoute` turns any `InvocationError` raised by a route or a dependency
@@ -44,9 +45,6 @@ from kubefaas_gateway.state import GatewayState
 log = logging.getLogger("kubefaas.gateway.async")
 
 CALLBACK_HEADER = "x-callback-url"
-# Credentials checked at the door and never written to the queue, plus the callback URL
-# (kept in its own field).
-_NOT_STORED = frozenset({"authorization", "cookie", "proxy-authorization", CALLBACK_HEADER})
 
 
 router = APIRouter(tags=["async"], route_class=GatewayRoute)
@@ -86,6 +84,8 @@ async def _accept(
     try:
         await state.auth.check(fn, request.scope["headers"])
         callback_url = _callback_url(request)
+        if callback_url is not None:  # the SSRF guard, before anything is stored
+            await delivery.callback_guard.check_url(callback_url)
         headers, length = forward_headers(request.scope)
         body = await read_body(request.receive, length=length, limit=limit, kind="async")
     except ClientDisconnected:
@@ -94,7 +94,14 @@ async def _accept(
         if state.invoker is not None:
             state.invoker.record_rejected(fn, error.status, "async")
         return error_json(error, invocation_id)
-    stored = {name.lower(): value for name, value in headers if name.lower() not in _NOT_STORED}
+    # Credentials were checked at the door and are never written to the queue (the list
+    # is KUBEFAAS_ASYNC_DROPPED_HEADERS); the callback URL is kept in its own field.
+    dropped = state.settings.async_dropped_headers
+    stored = {
+        name.lower(): value
+        for name, value in headers
+        if name.lower() not in dropped and name.lower() != CALLBACK_HEADER
+    }
     try:
         await delivery.submit(
             fn,
@@ -142,7 +149,11 @@ async def get_invocation(
 ) -> dict[str, Any]:
     """Status, attempts and result (or error) of one async invocation; it needs the
     credential its function's invoke needs, or the admin token (docs/security.md)."""
-    record = await delivery.queue.get(invocation_id)
+    try:
+        record = await delivery.queue.get(invocation_id)
+    except Exception as exc:  # the queue's store is down (Redis unreachable): retry later
+        log.warning("could not read async invocation %s: %s", invocation_id, exc)
+        raise NoCapacity(f"the async queue is unavailable ({exc}); retry") from None
     if record is None:
         raise InvocationNotFound(
             f"no async invocation {invocation_id} (unknown, or its record expired)"
