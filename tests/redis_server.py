@@ -11,41 +11,22 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.loopback import free_port
-
-START_TIMEOUT_SECONDS = 10.0
+from tests.daemon import Daemon, start_daemon
 
 
-@dataclass
-class RedisServer:
-    url: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def ping(self) -> bool:
+class RedisServer(Daemon):
+    def answers(self) -> bool:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def start_redis(directory: Path) -> RedisServer:
@@ -57,11 +38,8 @@ def start_redis(directory: Path) -> RedisServer:
             "real server: `apt-get install -y redis-server` (make test installs it)",
             pytrace=False,
         )
-    directory.mkdir(parents=True, exist_ok=True)
-    last_error = ""
-    for _ in range(5):  # the free port can be taken between probing and binding
-        port = free_port()
-        log = directory / f"redis-{port}.log"
+
+    def launch(port: int, log: Path) -> RedisServer:
         process = subprocess.Popen(
             [
                 binary,
@@ -77,15 +55,9 @@ def start_redis(directory: Path) -> RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-        server = RedisServer(f"redis://127.0.0.1:{port}/0", port, process, log)
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while time.monotonic() < deadline and process.poll() is None:
-            if server.ping():
-                return server
-            time.sleep(0.05)
-        server.stop()
-        last_error = log.read_text() if log.exists() else "(no log)"
-    pytest.fail(f"redis-server did not start; its log:\n{last_error}", pytrace=False)
+        return RedisServer(f"redis://127.0.0.1:{port}/0", port, process, log)
+
+    return start_daemon("redis-server", directory, launch)
 
 
 @pytest.fixture(scope="session")
