@@ -690,6 +690,8 @@ class FunctionStatus(BaseModel):
     url: str | None = None
     observed_generation: int | None = None
     triggers: list[TriggerStatus] = Field(default_factory=list)
+    triggers_summary: str | None = None
+    """The `Triggers` column of `kubectl get fn`: count and latest fire or message."""
 
 
 class Function(BaseModel):

@@ -31,7 +31,16 @@ def runtime_environment(
         "KUBEFAAS_TIMEOUT_SECONDS": str(spec.timeout_seconds),
         "KUBEFAAS_MEMORY_MB": str(mebibytes(spec.memory)),
         "TMPDIR": tmp_dir,
+        # Where each `spec.secrets` mount is: the volume in a pod, a folder the gateway
+        # writes in local mode (docs/security.md, "Mounted Secrets in local mode").
+        **{secret_dir_variable(mount.name): mount.path for mount in spec.secrets},
     }
+
+
+def secret_dir_variable(name: str) -> str:
+    """`KUBEFAAS_SECRET_DIR_<NAME>` for the Secret mount `name`: upper case, `-` and `.`
+    as `_` (`db-creds` -> `KUBEFAAS_SECRET_DIR_DB_CREDS`)."""
+    return "KUBEFAAS_SECRET_DIR_" + name.upper().replace("-", "_").replace(".", "_")
 
 
 def reserved_names(fn: Function) -> frozenset[str]:

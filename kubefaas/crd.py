@@ -134,6 +134,7 @@ PRINTER_COLUMNS = [
     {"name": "Replicas", "type": "integer", "jsonPath": ".status.readyReplicas"},
     {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
     {"name": "URL", "type": "string", "jsonPath": ".status.url"},
+    {"name": "Triggers", "type": "string", "jsonPath": ".status.triggersSummary"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {
         "name": "Reason",

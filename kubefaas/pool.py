@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from kubefaas.api import Function
 from kubefaas.contract import reserved_names, runtime_environment
+from kubefaas.deps import REQUIREMENTS_FILE
 from kubefaas.quantity import mebibytes
 
 # Set by the pool instance for itself (the runtime refuses them in a document).
@@ -27,6 +28,11 @@ def ineligible_reason(fn: Function, *, pool_memory_mib: int) -> str | None:
         return "the function brings its own image"
     if mebibytes(spec.memory) > pool_memory_mib:
         return f"the function asks for more memory than a pool instance has ({pool_memory_mib} Mi)"
+    if spec.secrets or any(entry.value_from is not None for entry in spec.env):
+        # Pool instances carry no credentials: a Secret reaches only the function's own pods.
+        return "the function reads Secrets (spec.secrets or env valueFrom)"
+    if REQUIREMENTS_FILE in (spec.code.inline or {}):
+        return "the function has dependencies to install (its built image serves it)"
     return None
 
 

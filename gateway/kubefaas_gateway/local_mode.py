@@ -98,7 +98,11 @@ def serve_local(
     print(f"kubefaas local: serving on {base} (Ctrl-C to stop)", flush=True)
 
     backend = LocalBackend(
-        settings=settings, config_maps=result.config_maps, code_folders=folders, deps=deps
+        settings=settings,
+        config_maps=result.config_maps,
+        code_folders=folders,
+        deps=deps,
+        secret_manifests=result.secrets,
     )
     registry = FunctionRegistry(functions)
     app = create_app(

@@ -118,7 +118,29 @@ class ManifestSecrets:
         }
 
     async def __call__(self, namespace: str, name: str) -> SecretData | None:
+        return self.read(namespace, name)
+
+    def read(self, namespace: str, name: str) -> SecretData | None:
         return self._secrets.get((namespace, name))
+
+
+def local_secret_reader(
+    manifests: Mapping[tuple[str, str], Mapping[str, str]], folder: Path | None
+) -> Callable[[str, str], SecretData | None]:
+    """The blocking reader local instances start with: the Secret manifests first, then
+    the secrets folder, in the order of `GatewayState.secrets` in local mode."""
+    readers = [ManifestSecrets(manifests).read]
+    if folder is not None:
+        readers.append(FolderSecrets(folder).read)
+
+    def read(namespace: str, name: str) -> SecretData | None:
+        for reader in readers:
+            data = reader(namespace, name)
+            if data is not None:
+                return data
+        return None
+
+    return read
 
 
 def first_of(*readers: SecretReader) -> SecretReader:

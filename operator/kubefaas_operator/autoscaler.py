@@ -304,9 +304,11 @@ class FunctionScaler:
         await asyncio.to_thread(self.kube.patch_status, path, {"desiredReplicas": replicas})
 
     async def write_trigger_status(self, fn: Function, entries: list[dict[str, Any]]) -> None:
-        """Merge-patch `status.triggers` (docs/triggers.md, "Visibility")."""
+        """Merge-patch `status.triggers` and `status.triggersSummary` (docs/triggers.md,
+        "Visibility")."""
         path = function_path(fn.namespace, fn.name)
-        await asyncio.to_thread(self.kube.patch_status, path, {"triggers": entries})
+        patch = trigger_status.status_patch(entries)
+        await asyncio.to_thread(self.kube.patch_status, path, patch)
 
 
 async def run_default_autoscaler(

@@ -10,6 +10,7 @@ the same seen from every gateway, so the largest is taken (as for the async queu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 TriggerReport = Mapping[str, Any]
@@ -58,3 +59,33 @@ def status_entries(reports: Sequence[TriggerReport]) -> list[dict[str, Any]]:
         {key: report[key] for key in FIELDS if report.get(key) is not None}
         for report in sorted(reports, key=lambda r: str(r["name"]))
     ]
+
+
+def summary(entries: Sequence[TriggerReport]) -> str:
+    """`status.triggersSummary`, the `Triggers` column of `kubectl get fn`: how many
+    triggers reported and the latest fire or message, to the second in UTC, e.g.
+    `2 (last 2026-01-02T03:00:00Z)`; just the count before anything fired."""
+    times = [
+        moment
+        for e in entries
+        for key in ("lastFireTime", "lastMessageTime")
+        if (moment := _utc(e.get(key))) is not None
+    ]
+    if not times:
+        return str(len(entries))
+    return f"{len(entries)} (last {max(times).strftime('%Y-%m-%dT%H:%M:%SZ')})"
+
+
+def _utc(stamp: Any) -> datetime | None:
+    if not isinstance(stamp, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def status_patch(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The status merge-patch the operator writes: the entries and their summary."""
+    return {"triggers": entries, "triggersSummary": summary(entries)}

@@ -65,6 +65,21 @@ def test_the_crd_is_established_with_printer_columns(kube_api: KubeApi, crd: Non
     assert found["spec"]["names"]["shortNames"] == ["fn"]
 
 
+def test_kubectl_get_fn_shows_the_triggers_summary_the_operator_writes(
+    kube_api: KubeApi, crd: None, namespace: str
+) -> None:
+    kube_api.kubectl("apply", "-n", namespace, "-f", "-", input=manifest("ticking"))
+    summary = "2 (last 2026-01-02T03:05:06Z)"
+    kube_api.kubectl(
+        "patch", "fn", "ticking", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"triggersSummary": summary}}),
+    )  # fmt: skip
+    shown = kube_api.kubectl("get", "fn", "ticking", "-n", namespace).stdout.splitlines()
+    header, row = shown[0].split(), shown[1]
+    assert "TRIGGERS" in header
+    assert summary in row
+
+
 def test_every_example_applies_and_gets_the_documented_defaults(
     kube_api: KubeApi, crd: None, namespace: str
 ) -> None:

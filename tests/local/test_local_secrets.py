@@ -79,3 +79,51 @@ def test_the_async_queue_file_is_readable_by_its_owner_only(
     assert files
     for path in files:
         assert path.stat().st_mode & 0o777 == 0o600, path.name
+
+
+READ_MOUNT_AND_ENV = """import os
+from pathlib import Path
+
+def handler(event, context):
+    folder = Path(os.environ["KUBEFAAS_SECRET_DIR_TLS_CERTS"])
+    key = folder / "tls.key"
+    return {
+        "key": key.read_text(),
+        "mode": oct(key.stat().st_mode & 0o777),
+        "token": os.environ.get("API_TOKEN"),
+    }
+"""
+
+SECRET_MANIFEST = """apiVersion: v1
+kind: Secret
+metadata:
+  name: api
+  namespace: default
+stringData:
+  token: from-the-manifest
+"""
+
+
+def test_a_mounted_secret_and_a_manifest_secret_reach_the_function(
+    manifest_dir: ManifestDir, start_gateway: Callable[..., RunningGateway]
+) -> None:
+    # The mount is read from the secrets folder, the env var from a `kind: Secret`
+    # manifest beside the Function; a folder copy of `api` loses to the manifest.
+    ref = {"secretKeyRef": {"name": "api", "key": "token"}}
+    manifest_dir.add_function(
+        "mounted",
+        READ_MOUNT_AND_ENV,
+        env=[{"name": "API_TOKEN", "valueFrom": ref}],
+        secrets=[{"name": "tls-certs"}],
+    )
+    manifest_dir.add_function("unmounted", READ_MOUNT_AND_ENV, secrets=[{"name": "nowhere"}])
+    manifest_dir.add_raw("secret-api.yaml", SECRET_MANIFEST)
+    _secret(manifest_dir.path, "default", "tls-certs", **{"tls.key": "KEY-PEM"})
+    _secret(manifest_dir.path, "default", "api", token="from-the-folder")
+    gateway = start_gateway(manifest_dir.path)
+    answer = gateway.invoke("mounted", {})
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"key": "KEY-PEM", "mode": "0o400", "token": "from-the-manifest"}
+    missing = gateway.invoke("unmounted", {})
+    assert missing.status_code == 503
+    assert "Secret 'nowhere'" in missing.json()["error"]["message"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from kubefaas.api import parse_function
 from kubefaas.contract import reserved_names, runtime_environment
+from kubefaas_operator.children import runtime_env
 from kubefaas_runtime.config import EventFormat, Settings
 
 FUNCTION = parse_function(
@@ -45,3 +46,25 @@ def test_user_env_cannot_take_a_contract_name() -> None:
     assert "PORT" in reserved
     assert "KUBEFAAS_HANDLER" in reserved
     assert "GREETING" not in reserved
+
+
+def test_each_secret_mount_is_named_by_a_variable_in_the_pod() -> None:
+    fn = parse_function(
+        {
+            "apiVersion": "kubefaas.io/v1alpha1",
+            "kind": "Function",
+            "metadata": {"name": "hello"},
+            "spec": {
+                "runtime": "python3.11",
+                "code": {"inline": {"main.py": "def handler(e, c): return e"}},
+                "secrets": [{"name": "tls"}, {"name": "api-keys", "mountPath": "/etc/keys"}],
+            },
+        }
+    )
+    pod_env = {entry["name"]: entry["value"] for entry in runtime_env(fn, version=1)}
+    assert pod_env["KUBEFAAS_SECRET_DIR_TLS"] == "/var/kubefaas/secrets/tls"
+    assert pod_env["KUBEFAAS_SECRET_DIR_API_KEYS"] == "/etc/keys"
+    assert "KUBEFAAS_SECRET_DIR_API_KEYS" in reserved_names(fn)
+    # A Function without mounts gets no such variable (its pods do not change).
+    plain = runtime_environment(FUNCTION, port=1, code_dir="", tmp_dir="", version=1)
+    assert not [name for name in plain if name.startswith("KUBEFAAS_SECRET_DIR_")]

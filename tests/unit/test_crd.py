@@ -46,9 +46,9 @@ def test_schema_is_structural() -> None:
         assert forbidden not in text
 
 
-def test_kubectl_get_shows_ready_replicas_url_age() -> None:
+def test_kubectl_get_shows_ready_replicas_url_triggers_age() -> None:
     version = function_crd()["spec"]["versions"][0]
     names = [column["name"] for column in version["additionalPrinterColumns"]]
-    assert names[:5] == ["Ready", "Replicas", "Desired", "URL", "Age"]
+    assert names[:6] == ["Ready", "Replicas", "Desired", "URL", "Triggers", "Age"]
     assert version["subresources"] == {"status": {}}
     assert function_crd()["spec"]["names"]["shortNames"] == ["fn"]

@@ -56,3 +56,14 @@ def test_only_functions_that_fit_a_pool_instance_are_eligible() -> None:
     reason = ineligible_reason(function(memory="512Mi"), pool_memory_mib=256)
     assert reason is not None
     assert "more memory" in reason
+
+
+def test_a_function_that_reads_secrets_or_needs_dependencies_never_uses_a_pool_instance() -> None:
+    mounted = function(secrets=[{"name": "api-keys"}])
+    from_env = function(
+        env=[{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "api-keys", "key": "t"}}}]
+    )
+    with_deps = function(code={"inline": {**CODE, "requirements.txt": "jinja2\n"}})
+    assert "Secrets" in (ineligible_reason(mounted, pool_memory_mib=256) or "")
+    assert "Secrets" in (ineligible_reason(from_env, pool_memory_mib=256) or "")
+    assert "dependencies" in (ineligible_reason(with_deps, pool_memory_mib=256) or "")

@@ -7,7 +7,11 @@ from dataclasses import replace
 from typing import Any
 
 from kubefaas.api import Function
-from kubefaas_operator.autoscaler import autoscale_once
+from kubefaas.crd import function_crd
+from kubefaas_operator.apply import function_path
+from kubefaas_operator.autoscaler import FunctionScaler, autoscale_once
+from kubefaas_operator.trigger_status import summary
+from tests.fake_kube import FakeKube
 from tests.unit.test_scaling_loop import FakeCluster, cluster_with, entry, function
 
 A, B = "http://10.0.0.1:8080", "http://10.0.0.2:8080"
@@ -75,3 +79,31 @@ async def test_a_function_without_triggers_gets_no_trigger_status() -> None:
     written: list[tuple[str, list[dict[str, Any]]]] = []
     await tick(cluster, written)
     assert written == []
+
+
+def test_kubectl_get_fn_has_a_triggers_column_from_the_summary() -> None:
+    version = function_crd()["spec"]["versions"][0]
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+    assert columns["Triggers"]["jsonPath"] == ".status.triggersSummary"
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert status["triggersSummary"]["type"] == "string"
+
+
+async def test_the_operator_writes_the_triggers_summary_next_to_the_entries() -> None:
+    fn = function()
+    kube = FakeKube()
+    path = function_path(fn.namespace, fn.name)
+    kube.put_object(path, {"metadata": {"name": fn.name}, "status": {}})
+    entries = [
+        {"name": "nightly", "lastFireTime": "2026-01-02T03:00:00.001+00:00"},
+        {"name": "orders", "lastMessageTime": "2026-01-02T04:05:06.900+01:00", "lag": 3},
+    ]
+    await FunctionScaler(kube=kube).write_trigger_status(fn, entries)
+    status = kube.objects[path]["status"]
+    assert status["triggers"] == entries
+    # The latest of the two is the message: 04:05:06+01:00 is 03:05:06Z.
+    assert status["triggersSummary"] == "2 (last 2026-01-02T03:05:06Z)"
+
+
+def test_the_summary_is_the_count_before_anything_fired() -> None:
+    assert summary([{"name": "orders", "lag": 0}]) == "1"

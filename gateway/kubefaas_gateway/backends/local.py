@@ -59,6 +59,7 @@ from kubefaas_gateway.backends.local_process import (
     wait_healthy,
 )
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
+from kubefaas_gateway.secrets import local_secret_reader
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.tracker import Tracker
 
@@ -89,8 +90,11 @@ class LocalBackend:
         config_maps: ConfigMaps | None = None,
         code_folders: Mapping[str, Path] | None = None,
         deps: DependencyCache | None = None,
+        secret_manifests: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
     ) -> None:
         self._settings = settings
+        # Secret manifests first, then the secrets folder, as GatewayState.secrets reads.
+        self._read_secret = local_secret_reader(secret_manifests or {}, settings.secrets_dir)
         self._config_maps: ConfigMaps = config_maps or {}
         self._code_folders: Mapping[str, Path] = code_folders or {}
         self._deps = deps or local_dependency_cache(settings.state_dir, settings.runtime_command[0])
@@ -295,6 +299,7 @@ class LocalBackend:
                     instance_id=instance.id,
                     deps_dir=deps_dir,
                     secrets_dir=self._settings.secrets_dir,
+                    read_secret=self._read_secret,
                 ),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,

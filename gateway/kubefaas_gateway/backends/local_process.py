@@ -18,23 +18,25 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
 from kubefaas.api import Function
-from kubefaas.contract import runtime_environment
+from kubefaas.contract import runtime_environment, secret_dir_variable
 from kubefaas_gateway.backends.base import Instance
 from kubefaas_gateway.errors import NoCapacity
-from kubefaas_gateway.secrets import FolderSecrets
+from kubefaas_gateway.secrets import FolderSecrets, SecretData
 from kubefaas_gateway.settings import Settings
 
 log = logging.getLogger("kubefaas.gateway.local")
 function_log = logging.getLogger("kubefaas.function")
 
 LOOPBACK = "127.0.0.1"
+SecretLookup = Callable[[str, str], SecretData | None]
+"""One Secret's `{key: bytes}` by namespace and name, or None (blocking)."""
 # Lines of an instance's output kept to explain why it died.
 OUTPUT_TAIL_LINES = 30
 PR_SET_PDEATHSIG = 1
@@ -106,29 +108,45 @@ def instance_environment(
     instance_id: str = "",
     deps_dir: Path | None = None,
     secrets_dir: Path | None = None,
+    read_secret: SecretLookup | None = None,
+    mounts_dir: Path | None = None,
 ) -> dict[str, str]:
     """The runtime launch contract; the gateway's own KUBEFAAS_* settings (the admin
     token among them) are not passed on, and user variables cannot override it.
-    `env[].valueFrom.secretKeyRef` is read from `secrets_dir` (`<ns>/<name>/<key>`); a
-    missing one that is not optional fails the start, as a pod would."""
+    `env[].valueFrom.secretKeyRef` and `spec.secrets` are read with `read_secret` (else
+    from `secrets_dir`, `<ns>/<name>/<key>`); each mount is written under `mounts_dir`
+    (else `tmp`) and its `KUBEFAAS_SECRET_DIR_<NAME>` names that folder. A missing Secret
+    or key that is not optional fails the start, as a pod would."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEFAAS_")}
-    folder = FolderSecrets(secrets_dir) if secrets_dir is not None else None
+    if read_secret is None:
+        read_secret = FolderSecrets(secrets_dir).read if secrets_dir is not None else None
+    where = f"{secrets_dir or 'the secrets folder (unset)'}/{fn.namespace}"
     for var in fn.spec.env:
         if var.value_from is None:
             env[var.name] = var.value
             continue
         ref = var.value_from.secret_key_ref
-        data = folder.read(fn.namespace, ref.name) if folder is not None else None
+        data = read_secret(fn.namespace, ref.name) if read_secret is not None else None
         value = (data or {}).get(ref.key)
         if value is None:
             if ref.optional:
                 continue
             raise NoCapacity(
                 f"function {fn.key}: env {var.name} needs key {ref.key!r} of Secret "
-                f"{ref.name!r}, not found in {secrets_dir or 'the secrets folder (unset)'}"
-                f"/{fn.namespace}/{ref.name}/"
+                f"{ref.name!r}, not found in the Secret manifests nor {where}/{ref.name}/"
             )
         env[var.name] = value.decode("utf-8", "replace")
+    mounted = {}
+    for mount in fn.spec.secrets:
+        data = read_secret(fn.namespace, mount.name) if read_secret is not None else None
+        if data is None:
+            raise NoCapacity(
+                f"function {fn.key}: spec.secrets mounts Secret {mount.name!r}, not found "
+                f"in the Secret manifests nor {where}/{mount.name}/"
+            )
+        mounted[secret_dir_variable(mount.name)] = str(
+            write_secret_folder((mounts_dir or tmp) / "secrets" / mount.name, data)
+        )
     env.update(
         runtime_environment(
             fn,
@@ -138,6 +156,7 @@ def instance_environment(
             version=fn.metadata.generation or 1,
         )
     )
+    env.update(mounted)
     env.update(
         {
             "HOST": LOOPBACK,
@@ -150,6 +169,18 @@ def instance_environment(
     if deps_dir is not None:
         env["KUBEFAAS_DEPS_DIR"] = str(deps_dir)
     return env
+
+
+def write_secret_folder(folder: Path, data: Mapping[str, bytes]) -> Path:
+    """One file per key, read-only and the owner's only, as a mounted Secret volume holds
+    them (docs/security.md, "Mounted Secrets in local mode"). The folder stays writable
+    by its owner so the instance's scratch folder can be removed with it."""
+    folder.mkdir(parents=True, mode=0o700)
+    for key, value in data.items():
+        target = folder / key
+        target.write_bytes(value)
+        target.chmod(0o400)
+    return folder
 
 
 async def wait_healthy(
