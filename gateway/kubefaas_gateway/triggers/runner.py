@@ -18,7 +18,6 @@ import socket
 from kubefaas.api import Function, QueueTrigger, Trigger
 from kubefaas_gateway.state import BackgroundTask, GatewayState
 from kubefaas_gateway.triggers.queue import Outcomes, QueueLoop
-from kubefaas_gateway.triggers.redis_source import RedisStream
 from kubefaas_gateway.triggers.schedule import ScheduleLoop
 from kubefaas_gateway.triggers.source import Credentials, Source
 
@@ -143,6 +142,9 @@ class TriggerRunner:
                 max_in_flight=queue.max_in_flight,
             )
         if queue.redis is not None:
+            # Like the Redis queue backend, only gateways that use Redis import its client.
+            from kubefaas_gateway.triggers.redis_source import RedisStream
+
             return RedisStream(
                 queue.redis,
                 consumer_name=consumer_name(),
