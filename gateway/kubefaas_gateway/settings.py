@@ -146,6 +146,11 @@ class Settings(BaseSettings):
     """`KUBEFAAS_INSTANCE_STOP_GRACE_SECONDS`, default 5: after SIGTERM an instance may
     finish its in-flight work for this long before it is killed."""
 
+    local_run_as: str = "auto"
+    """`KUBEFAAS_LOCAL_RUN_AS`, default `auto`: the user local instances run as when the
+    gateway is root (`auto`: `nobody` if it can run the runtime, else root with a warning;
+    a user name; `none`), docs/security.md, "Local mode isolation"."""
+
     runtime_command: list[str] = Field(default_factory=_default_runtime_command)
     """`KUBEFAAS_RUNTIME_COMMAND` (a JSON list), default `[<this python>, "-m",
     "kubefaas_runtime"]`: how local mode starts one function instance."""

@@ -58,6 +58,7 @@ from kubefaas_gateway.backends.local_process import (
     signal_group,
     wait_healthy,
 )
+from kubefaas_gateway.backends.local_user import RunAs, resolve_run_as
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.tracker import Tracker
@@ -97,6 +98,7 @@ class LocalBackend:
         root = settings.state_dir.resolve() / "local"
         self._code_root = root / "code"
         self._instances_root = root / "instances"
+        self._run_as: RunAs | None = None  # docs/security.md, "Local mode isolation"
         self._pools: dict[str, _Pool] = {}
         self._tracker = Tracker()
         self._probe_session: aiohttp.ClientSession | None = None
@@ -115,6 +117,21 @@ class LocalBackend:
         shutil.rmtree(self._instances_root, ignore_errors=True)
         self._instances_root.mkdir(parents=True, exist_ok=True)
         self._code_root.mkdir(parents=True, exist_ok=True)
+        self._deps.root.mkdir(parents=True, exist_ok=True)
+        state = self._settings.state_dir.resolve()
+        self._run_as = await asyncio.to_thread(
+            resolve_run_as,
+            self._settings.local_run_as,
+            python=self._settings.runtime_command[0],
+            folders=[
+                state,
+                state / "local",
+                self._code_root,
+                self._instances_root,
+                self._deps.root,
+            ],
+            readable=list(self._code_folders.values()),
+        )
         self._probe_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True, use_dns_cache=False),
             timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS),
@@ -281,7 +298,10 @@ class LocalBackend:
             id=secrets.token_hex(4), function_key=fn.key, host=LOOPBACK, port=port
         )
         instance.tmp_dir = self._instances_root / f"{fn.namespace}.{fn.name}.{instance.id}"
-        instance.tmp_dir.mkdir(parents=True)
+        instance.tmp_dir.mkdir(parents=True, mode=0o700)
+        run_as = self._run_as
+        if run_as is not None:
+            os.chown(instance.tmp_dir, run_as.uid, run_as.gid)
         command = self._settings.runtime_command
         try:
             instance.process = await asyncio.create_subprocess_exec(
@@ -299,7 +319,9 @@ class LocalBackend:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                preexec_fn=child_setup(os.getpid()),
+                preexec_fn=child_setup(
+                    os.getpid(), None if run_as is None else (run_as.uid, run_as.gid)
+                ),
             )
         except NoCapacity:  # a secret it needs is missing
             shutil.rmtree(instance.tmp_dir, ignore_errors=True)
