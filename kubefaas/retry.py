@@ -46,6 +46,9 @@ class DeadReason(enum.StrEnum):
 
     RETRIES_EXHAUSTED = "retries_exhausted"
     EVENT_AGE_EXCEEDED = "event_age_exceeded"
+    # The event's function left the registry and the event outlived the longest age any
+    # function may set (docs/security.md, "Failure modes").
+    FUNCTION_DELETED = "function_deleted"
 
 
 @dataclass(frozen=True, kw_only=True)

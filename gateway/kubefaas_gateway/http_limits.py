@@ -11,7 +11,13 @@ docs/architecture.md, "Auth and limits").
   `Content-Length`, a 401) on a connection that is to be closed, uvicorn would close at
   once and the caller, still writing, gets `Connection reset` instead of the answer. The
   connection instead half-closes (FIN after the answer) and reads and discards the rest of
-  the body, at most `LINGER_MAX_BYTES` or `LINGER_SECONDS`, then closes.
+  the body, at most `LINGER_MAX_BYTES` or `LINGER_SECONDS`, then closes;
+- read timeouts against slow or idle clients: the request line and headers must be in
+  within `header_read_timeout_seconds` (from the connection's start, or from the first
+  byte of a later request on a kept-alive one: between requests uvicorn's keep-alive
+  timeout applies), the whole body within `body_read_timeout_seconds` after the headers;
+  past either the caller gets `408 RequestTimeout` (when no answer was started) and the
+  connection is closed; the route still waiting for the body sees a disconnect.
 
 Each refusal is a JSON error in the gateway's format and counts in
 `kubefaas_gateway_refused_requests_total{reason}`.
@@ -46,6 +52,12 @@ class HeadersTooLarge(InvocationError):
     """The request's header section is too large or has too many fields."""
 
     status = 431
+
+
+class RequestTimeout(InvocationError):
+    """The request's head or body did not arrive in time."""
+
+    status = 408
 
 
 class _Refused(Exception):
@@ -83,7 +95,11 @@ class LimitedProtocol(HttpToolsProtocol):
     max_url_bytes = 8192
     max_header_bytes = 32 * 1024
     max_header_count = 100
+    header_read_timeout = 10.0
+    body_read_timeout = 60.0
     counter: Counter | None = None
+    _head_timer: asyncio.TimerHandle | None = None
+    _body_timer: asyncio.TimerHandle | None = None
 
     _head_bytes = 0
     _header_count = 0
@@ -92,8 +108,22 @@ class LimitedProtocol(HttpToolsProtocol):
     _lingering: asyncio.TimerHandle | None = None
     _drained = 0
 
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._head_timer = self.loop.call_later(
+            self.header_read_timeout, self._timed_out, "header_timeout"
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_read_timers()
+        super().connection_lost(exc)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self._head_timer is None:  # a later request on a kept-alive connection
+            self._head_timer = self.loop.call_later(
+                self.header_read_timeout, self._timed_out, "header_timeout"
+            )
         self._in_head = True
         self._head_bytes = 0
         self._header_count = 0
@@ -120,6 +150,10 @@ class LimitedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._cancel_read_timers()
+        self._body_timer = self.loop.call_later(
+            self.body_read_timeout, self._timed_out, "body_timeout"
+        )
         super().on_headers_complete()
         if self.cycle is not None:
             self.cycle.transport = _LingeringTransport(self.transport, self)  # type: ignore[assignment]
@@ -133,6 +167,7 @@ class LimitedProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._cancel_read_timers()
         if self._lingering is not None:
             self._close_now()  # the whole body is in: the caller reads the answer
             return
@@ -165,6 +200,38 @@ class LimitedProtocol(HttpToolsProtocol):
         except httptools.HttpParserUpgrade:
             self.send_400_response("Unsupported upgrade request.")
 
+    def _cancel_read_timers(self) -> None:
+        for timer in (self._head_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._body_timer = None
+
+    def _timed_out(self, reason: str) -> None:
+        """A read timeout ran out: answer 408 unless an answer was started, then close."""
+        self._head_timer = self._body_timer = None
+        if self.transport.is_closing() or self._lingering is not None:
+            return
+        if self.counter is not None:
+            self.counter.labels(reason).inc()
+        cycle = self.cycle if reason == "body_timeout" else None
+        if cycle is None or not cycle.response_started:
+            part = "headers" if reason == "header_timeout" else "body"
+            limit = self.header_read_timeout if cycle is None else self.body_read_timeout
+            error = RequestTimeout(f"the request's {part} did not arrive within {limit:g} s")
+            self.transport.write(self._error_bytes(error))
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # the route waiting for the body sees a disconnect
+            cycle.message_event.set()
+        self.transport.close()
+
+    def _error_bytes(self, error: InvocationError) -> bytes:
+        status, headers, body = error_response(error, new_invocation_id())
+        content = [STATUS_LINE[status]]
+        for name, value in headers:
+            content += [name, b": ", value, b"\r\n"]
+        content += [b"connection: close\r\n\r\n", body]
+        return b"".join(content)
+
     def _too_large(self) -> HeadersTooLarge:
         return HeadersTooLarge(
             f"the request's header section is larger than {self.max_header_bytes} bytes"
@@ -175,12 +242,8 @@ class LimitedProtocol(HttpToolsProtocol):
             return
         if self.counter is not None:
             self.counter.labels(refused.reason).inc()
-        status, headers, body = error_response(refused.error, new_invocation_id())
-        content = [STATUS_LINE[status]]
-        for name, value in headers:
-            content += [name, b": ", value, b"\r\n"]
-        content += [b"connection: close\r\n\r\n", body]
-        self.transport.write(b"".join(content))
+        self._cancel_read_timers()
+        self.transport.write(self._error_bytes(refused.error))
         self._in_head = False
         self.linger_after_head()
 
@@ -204,6 +267,7 @@ class LimitedProtocol(HttpToolsProtocol):
             self._close_now()
 
     def _close_now(self) -> None:
+        self._cancel_read_timers()
         if self._lingering is not None:
             self._lingering.cancel()
         if not self.transport.is_closing():
@@ -225,6 +289,8 @@ def limited_protocol(
             "max_url_bytes": settings.max_url_bytes,
             "max_header_bytes": settings.max_header_bytes,
             "max_header_count": settings.max_header_count,
+            "header_read_timeout": settings.header_read_timeout_seconds,
+            "body_read_timeout": settings.body_read_timeout_seconds,
             "counter": refusal_counter(registry) if registry is not None else None,
         },
     )

@@ -1,7 +1,7 @@
 """`kubefaas_gateway_refused_requests_total{reason}`: requests refused by a limit on what
 the caller controls (docs/security.md): `url_length`, `header_bytes`, `header_count`
-(the HTTP server, `http_limits`), `response_size` (the invoker), `queue_function` and
-`queue_total` (async quotas)."""
+`header_timeout`, `body_timeout` (the HTTP server, `http_limits`), `response_size` (the
+invoker), `queue_function` and `queue_total` (async quotas)."""
 
 from __future__ import annotations
 

@@ -109,6 +109,15 @@ class Settings(BaseSettings):
     keepalive_timeout_seconds: int = Field(default=5, ge=1)
     """`KUBEFAAS_KEEPALIVE_TIMEOUT_SECONDS`, default 5: idle client connections close after."""
 
+    header_read_timeout_seconds: float = Field(default=10.0, gt=0)
+    """`KUBEFAAS_HEADER_READ_TIMEOUT_SECONDS`, default 10: a request's line and headers must
+    arrive within this (from the connection's start, or from the first byte of a later
+    request on it); else 408 `RequestTimeout` and the connection is closed."""
+
+    body_read_timeout_seconds: float = Field(default=60.0, gt=0)
+    """`KUBEFAAS_BODY_READ_TIMEOUT_SECONDS`, default 60: a request's whole body must arrive
+    within this after its headers; else 408 `RequestTimeout` and the connection is closed."""
+
     max_connections: int | None = Field(default=None, ge=1)
     """`KUBEFAAS_MAX_CONNECTIONS`, default unset: past this many open connections and
     in-flight requests, new ones are answered 503 by the server."""
@@ -136,6 +145,11 @@ class Settings(BaseSettings):
     instance_stop_grace_seconds: float = Field(default=5.0, ge=0)
     """`KUBEFAAS_INSTANCE_STOP_GRACE_SECONDS`, default 5: after SIGTERM an instance may
     finish its in-flight work for this long before it is killed."""
+
+    local_run_as: str = "auto"
+    """`KUBEFAAS_LOCAL_RUN_AS`, default `auto`: the user local instances run as when the
+    gateway is root (`auto`: `nobody` if it can run the runtime, else root with a warning;
+    a user name; `none`), docs/security.md, "Local mode isolation"."""
 
     runtime_command: list[str] = Field(default_factory=_default_runtime_command)
     """`KUBEFAAS_RUNTIME_COMMAND` (a JSON list), default `[<this python>, "-m",

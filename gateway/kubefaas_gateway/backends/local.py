@@ -58,6 +58,7 @@ from kubefaas_gateway.backends.local_process import (
     signal_group,
     wait_healthy,
 )
+from kubefaas_gateway.backends.local_user import RunAs, resolve_run_as
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
 from kubefaas_gateway.secrets import local_secret_reader
 from kubefaas_gateway.settings import Settings
@@ -101,6 +102,7 @@ class LocalBackend:
         root = settings.state_dir.resolve() / "local"
         self._code_root = root / "code"
         self._instances_root = root / "instances"
+        self._run_as: RunAs | None = None  # docs/security.md, "Local mode isolation"
         self._pools: dict[str, _Pool] = {}
         self._tracker = Tracker()
         self._probe_session: aiohttp.ClientSession | None = None
@@ -119,6 +121,21 @@ class LocalBackend:
         shutil.rmtree(self._instances_root, ignore_errors=True)
         self._instances_root.mkdir(parents=True, exist_ok=True)
         self._code_root.mkdir(parents=True, exist_ok=True)
+        self._deps.root.mkdir(parents=True, exist_ok=True)
+        state = self._settings.state_dir.resolve()
+        self._run_as = await asyncio.to_thread(
+            resolve_run_as,
+            self._settings.local_run_as,
+            python=self._settings.runtime_command[0],
+            folders=[
+                state,
+                state / "local",
+                self._code_root,
+                self._instances_root,
+                self._deps.root,
+            ],
+            readable=list(self._code_folders.values()),
+        )
         self._probe_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True, use_dns_cache=False),
             timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS),
@@ -285,26 +302,35 @@ class LocalBackend:
             id=secrets.token_hex(4), function_key=fn.key, host=LOOPBACK, port=port
         )
         instance.tmp_dir = self._instances_root / f"{fn.namespace}.{fn.name}.{instance.id}"
-        instance.tmp_dir.mkdir(parents=True)
+        instance.tmp_dir.mkdir(parents=True, mode=0o700)
+        run_as = self._run_as
+        if run_as is not None:
+            os.chown(instance.tmp_dir, run_as.uid, run_as.gid)
         command = self._settings.runtime_command
         try:
+            env = instance_environment(
+                fn,
+                port=port,
+                code_dir=code_dir,
+                tmp=instance.tmp_dir,
+                instance_id=instance.id,
+                deps_dir=deps_dir,
+                secrets_dir=self._settings.secrets_dir,
+                read_secret=self._read_secret,
+            )
+            if run_as is not None:  # the mounted Secrets' copies are the instance's to read
+                for path in instance.tmp_dir.rglob("*"):
+                    os.chown(path, run_as.uid, run_as.gid)
             instance.process = await asyncio.create_subprocess_exec(
                 *command,
                 cwd=code_dir,
-                env=instance_environment(
-                    fn,
-                    port=port,
-                    code_dir=code_dir,
-                    tmp=instance.tmp_dir,
-                    instance_id=instance.id,
-                    deps_dir=deps_dir,
-                    secrets_dir=self._settings.secrets_dir,
-                    read_secret=self._read_secret,
-                ),
+                env=env,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
-                preexec_fn=child_setup(os.getpid()),
+                preexec_fn=child_setup(
+                    os.getpid(), None if run_as is None else (run_as.uid, run_as.gid)
+                ),
             )
         except NoCapacity:  # a secret it needs is missing
             shutil.rmtree(instance.tmp_dir, ignore_errors=True)

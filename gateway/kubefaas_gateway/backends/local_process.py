@@ -59,11 +59,17 @@ def _load_prctl() -> Callable[..., int] | None:
 _PRCTL = _load_prctl()
 
 
-def child_setup(gateway_pid: int) -> Callable[[], None]:
-    """What the child runs between fork and exec: own process group, die with the gateway."""
+def child_setup(gateway_pid: int, user: tuple[int, int] | None = None) -> Callable[[], None]:
+    """What the child runs between fork and exec: own process group, the user `(uid, gid)`
+    if given (before the death signal: a change of user clears it), die with the gateway.
+    Done here because uvloop's subprocess_exec has no `user=`."""
 
     def setup() -> None:
         os.setsid()
+        if user is not None:
+            os.setgroups([])
+            os.setgid(user[1])
+            os.setuid(user[0])
         if _PRCTL is not None:
             _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
         # The gateway died between fork and prctl: the signal will never come.

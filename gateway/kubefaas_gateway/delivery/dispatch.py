@@ -19,7 +19,8 @@ functions do not poll together): that slow poll is what finds events enqueued by
 gateway replicas into a shared Redis, retries they scheduled, and leases that ran out.
 
 Events of a function that leaves the registry stay queued (they show in the queue
-gauges) and run if it comes back; they are not dead-lettered behind the user's back.
+gauges) and run if it comes back, until they are older than any function's maximum event
+age: then `orphans.dead_letter_deleted` dead-letters them (reason `function_deleted`).
 The queue depths of each stats refresh go on the scaling-signals board.
 """
 
@@ -38,6 +39,7 @@ import aiohttp
 from kubefaas.api import Function
 from kubefaas_gateway.delivery.attempt import Attempts
 from kubefaas_gateway.delivery.notify import Notifier
+from kubefaas_gateway.delivery.orphans import dead_letter_deleted
 from kubefaas_gateway.delivery.quota import QueueQuota
 from kubefaas_gateway.invoker import Invoker, new_invocation_id
 from kubefaas_gateway.queue import (
@@ -278,6 +280,13 @@ class AsyncDelivery:
                 self.quota.update(self.stats)
                 self.queue_error = None
                 self._signals.publish_queue_depths({s.function: s.depth for s in self.stats})
+                await dead_letter_deleted(
+                    queue=self.queue,
+                    stats=self.stats,
+                    known={fn.key for fn in self.registry},
+                    now=self._clock(),
+                    metrics=self.metrics,
+                )
             except Exception as exc:
                 if self.queue_error is None:
                     log.exception("could not read async queue stats")

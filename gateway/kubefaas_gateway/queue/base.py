@@ -312,3 +312,22 @@ class InvocationQueue(abc.ABC):
     @abc.abstractmethod
     async def purge_expired(self, *, now: float) -> int:
         """Delete terminal records older than the record TTL; returns how many."""
+
+    async def dead_letter_aged(
+        self,
+        function: str,
+        *,
+        started_before: float,
+        now: float,
+        error: AttemptError,
+        reason: str,
+        message: str,
+    ) -> list[InvocationRecord]:
+        """Dead-letter, without an attempt, every waiting event of `function` whose attempt
+        series started before `started_before` (leases that run now are left alone).
+
+        For the events of a function that left the registry, which no dispatcher leases
+        (docs/architecture.md, "Asynchronous invocation"). The default does nothing; the
+        SQLite backend implements it.
+        """
+        return []

@@ -467,6 +467,52 @@ class SQLiteQueue(InvocationQueue):
 
         return await self._run(op)
 
+    async def dead_letter_aged(
+        self,
+        function: str,
+        *,
+        started_before: float,
+        now: float,
+        error: AttemptError,
+        reason: str,
+        message: str,
+    ) -> list[InvocationRecord]:
+        err = error.to_json()
+
+        def op(conn: sqlite3.Connection) -> list[InvocationRecord]:
+            rows = conn.execute(
+                "SELECT id, status, series FROM invocations INDEXED BY invocations_due "
+                "WHERE function = ? AND status IN ('queued', 'running') "
+                "AND (status = 'queued' OR visible_at <= ?) AND series_started_at < ?",
+                (function, now, started_before),
+            ).fetchall()
+            records = []
+            for inv_id, status, series in rows:
+                if status == "running":  # the previous holder's lease ran out
+                    conn.execute(
+                        "UPDATE attempts SET status = 'abandoned', finished_at = ?, error = ? "
+                        "WHERE invocation_id = ? AND status = 'running'",
+                        (now, json.dumps(ABANDONED_ERROR), inv_id),
+                    )
+                number = len(_load_attempts(conn, inv_id)) + 1
+                conn.execute(
+                    "INSERT INTO attempts (invocation_id, number, series, started_at, "
+                    "finished_at, status, error) VALUES (?, ?, ?, ?, ?, 'expired', ?)",
+                    (inv_id, number, series, now, now, json.dumps(err)),
+                )
+                conn.execute(
+                    "UPDATE invocations SET status = 'dead', visible_at = NULL, "
+                    "lease_token = NULL, error = ?, dead_reason = ?, dead_message = ?, "
+                    "dead_at = ?, updated_at = ? WHERE id = ?",
+                    (json.dumps(err), reason, message, now, now, inv_id),
+                )
+                record = _load_record(conn, inv_id)
+                if record is not None:
+                    records.append(record)
+            return records
+
+        return await self._run(op)
+
     async def get(self, invocation_id: str) -> InvocationRecord | None:
         return await self._run(lambda conn: _load_record(conn, invocation_id))
 
