@@ -19,6 +19,7 @@ at tag 0.1.0 first.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -269,11 +270,22 @@ class Release:
 
     def function_stats(self, function: str) -> dict[str, Any] | None:
         """The gateway's ``/internal/stats`` entry of `function` (None if it does not know it)."""
-        stats = self.gateway.client.get("/internal/stats", timeout=10).json()
+        stats = self.gateway.client.get(
+            "/internal/stats", headers=self.metrics_auth(), timeout=10
+        ).json()
         entry: dict[str, Any] | None = stats["functions"].get(
             f"{self.functions_namespace}/{function}"
         )
         return entry
+
+    def metrics_auth(self) -> dict[str, str]:
+        """The bearer token the chart generated for /metrics and /internal/stats
+        (docs/security.md), read from the release's gateway Secret."""
+        secret = self.cluster.json(
+            "get", "secret", f"{self.fullname}-gateway", "-n", self.namespace
+        )  # fmt: skip
+        token = base64.b64decode((secret.get("data") or {}).get("metrics-token", "")).decode()
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def uninstall(self) -> subprocess.CompletedProcess[str]:
         result = self.cluster.helm(
