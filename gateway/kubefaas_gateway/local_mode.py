@@ -27,7 +27,7 @@ from kubefaas_gateway.backends.local_code import local_dependency_cache
 from kubefaas_gateway.console.store import FolderStore
 from kubefaas_gateway.local_autoscaler import autoscale_locally
 from kubefaas_gateway.registry import FunctionRegistry
-from kubefaas_gateway.secrets import ManifestSecrets, first_of, secrets_for
+from kubefaas_gateway.secrets import LocalSecrets
 from kubefaas_gateway.serve import serve
 from kubefaas_gateway.settings import DEFAULT_HOST, DEFAULT_PORT, Settings
 from kubefaas_gateway.triggers.runner import run_triggers
@@ -97,12 +97,13 @@ def serve_local(
         print(f"  {fn.key:<32} {base}{_invoke_path(fn, settings.default_namespace)}")
     print(f"kubefaas local: serving on {base} (Ctrl-C to stop)", flush=True)
 
+    secrets = LocalSecrets(result.secrets, settings.secrets_dir)
     backend = LocalBackend(
         settings=settings,
         config_maps=result.config_maps,
         code_folders=folders,
         deps=deps,
-        secret_manifests=result.secrets,
+        secrets=secrets,
     )
     registry = FunctionRegistry(functions)
     app = create_app(
@@ -110,7 +111,7 @@ def serve_local(
         backend,
         registry,
         background=(autoscale_locally(backend), run_triggers()),
-        secrets=first_of(ManifestSecrets(result.secrets), secrets_for(settings.secrets_dir)),
+        secrets=secrets,
     )
     if settings.console_enabled:
         # The console deploys by writing into the served folder (docs/console.md).

@@ -117,43 +117,31 @@ class ManifestSecrets:
             key: {k: v.encode("utf-8") for k, v in data.items()} for key, data in secrets.items()
         }
 
-    async def __call__(self, namespace: str, name: str) -> SecretData | None:
-        return self.read(namespace, name)
-
     def read(self, namespace: str, name: str) -> SecretData | None:
         return self._secrets.get((namespace, name))
 
 
-def local_secret_reader(
-    manifests: Mapping[tuple[str, str], Mapping[str, str]], folder: Path | None
-) -> Callable[[str, str], SecretData | None]:
-    """The blocking reader local instances start with: the Secret manifests first, then
-    the secrets folder, in the order of `GatewayState.secrets` in local mode."""
-    readers = [ManifestSecrets(manifests).read]
-    if folder is not None:
-        readers.append(FolderSecrets(folder).read)
+class LocalSecrets:
+    """Local mode's Secrets, one reader for the gateway (invoke auth, triggers) and for the
+    instances it starts (env valueFrom, mounts): the Secret manifests first, then the
+    secrets folder."""
 
-    def read(namespace: str, name: str) -> SecretData | None:
-        for reader in readers:
+    def __init__(
+        self, manifests: Mapping[tuple[str, str], Mapping[str, str]], folder: Path | None
+    ) -> None:
+        self._readers = [ManifestSecrets(manifests).read]
+        if folder is not None:
+            self._readers.append(FolderSecrets(folder).read)
+
+    async def __call__(self, namespace: str, name: str) -> SecretData | None:
+        return await asyncio.to_thread(self.read, namespace, name)
+
+    def read(self, namespace: str, name: str) -> SecretData | None:
+        for reader in self._readers:
             data = reader(namespace, name)
             if data is not None:
                 return data
         return None
-
-    return read
-
-
-def first_of(*readers: SecretReader) -> SecretReader:
-    """The answer of the first reader that knows the Secret."""
-
-    async def read(namespace: str, name: str) -> SecretData | None:
-        for reader in readers:
-            data = await reader(namespace, name)
-            if data is not None:
-                return data
-        return None
-
-    return read
 
 
 def secrets_for(folder: Path | None) -> SecretReader:

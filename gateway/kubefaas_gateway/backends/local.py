@@ -60,7 +60,7 @@ from kubefaas_gateway.backends.local_process import (
 )
 from kubefaas_gateway.backends.local_user import RunAs, resolve_run_as
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
-from kubefaas_gateway.secrets import local_secret_reader
+from kubefaas_gateway.secrets import LocalSecrets
 from kubefaas_gateway.settings import Settings
 from kubefaas_gateway.tracker import Tracker
 
@@ -91,11 +91,11 @@ class LocalBackend:
         config_maps: ConfigMaps | None = None,
         code_folders: Mapping[str, Path] | None = None,
         deps: DependencyCache | None = None,
-        secret_manifests: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
+        secrets: LocalSecrets | None = None,
     ) -> None:
         self._settings = settings
-        # Secret manifests first, then the secrets folder, as GatewayState.secrets reads.
-        self._read_secret = local_secret_reader(secret_manifests or {}, settings.secrets_dir)
+        # The same reader as GatewayState.secrets in local mode.
+        self._read_secret = (secrets or LocalSecrets({}, settings.secrets_dir)).read
         self._config_maps: ConfigMaps = config_maps or {}
         self._code_folders: Mapping[str, Path] = code_folders or {}
         self._deps = deps or local_dependency_cache(settings.state_dir, settings.runtime_command[0])
