@@ -363,3 +363,67 @@ def test_a_backlog_in_the_broker_scales_the_function_out_then_lets_it_go(
     )
     assert wait_until(lambda: sample()["replicas"] == 0, timeout=60), seen[-5:]
     assert sample()["queued"] == 0
+
+
+# Later messages finish sooner, and message 3's first attempt fails: run concurrently or
+# skipped past a retry, the log of finished messages comes out of order.
+ORDERED = """\
+import os
+import time
+
+def handler(event, context):
+    n = event["n"]
+    marker = os.path.join(os.environ["COUNTS"], f"tried-{n}")
+    if n == 3 and not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first attempt of 3 fails")
+    time.sleep((12 - n) * 0.02)
+    with open(os.path.join(os.environ["COUNTS"], "order"), "a") as f:
+        f.write(f"{n}\\n")
+    return {"n": n}
+"""
+
+
+@pytest.mark.redis
+@pytest.mark.nats
+@pytest.mark.parametrize("broker", ["nats", "redis"])
+def test_max_in_flight_1_handles_messages_in_the_brokers_order_through_a_retry(
+    broker: str,
+    manifest_dir: ManifestDir,
+    start_gateway: Callable[..., RunningGateway],
+    counts: Path,
+    redis_server: RedisServer,
+    nats_server: NatsServer,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    count = 12
+    if broker == "nats":
+        stream, subject = f"SEQ{tag}", f"seq.{tag}"
+        asyncio.run(_publish_nats(nats_server.url, stream, subject, count))
+        source: dict[str, Any] = {
+            "nats": {"url": nats_server.url, "stream": stream, "subject": subject, "consumer": "fn"}
+        }
+    else:
+        stream = f"seq-{tag}"
+        _publish_redis(redis_server.url, stream, count)
+        source = {"redis": {"url": redis_server.url, "stream": stream, "group": "fn"}}
+    manifest_dir.add_function(
+        "sequence",
+        ORDERED,
+        env=[{"name": "COUNTS", "value": str(counts)}],
+        # Room for several instances: only the trigger's maxInFlight keeps the order.
+        scaling={"targetConcurrency": 1, "maxScale": 4},
+        triggers=[{"name": "seq", "queue": {**source, "batchSize": 10, "maxInFlight": 1}}],
+        **{"async": {"maxRetries": 2}},
+    )
+    gateway = start_gateway(manifest_dir.path, env=FAST)
+    order = counts / "order"
+    assert wait_until(
+        lambda: order.exists() and len(order.read_text().split()) == count, timeout=60
+    ), order.read_text() if order.exists() else "nothing ran"
+    assert [int(n) for n in order.read_text().split()] == list(range(count))
+    assert (counts / "tried-3").exists(), "message 3 was retried"
+    assert wait_until(
+        lambda: trigger_status(gateway, "default/sequence")[0]["acks"] == count, timeout=10
+    )
+    assert trigger_status(gateway, "default/sequence")[0]["deadLettered"] == 0
