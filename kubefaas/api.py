@@ -341,6 +341,44 @@ class Auth(_Model):
     )
 
 
+# A provisioned window's cron: 5 fields by shape in the CRD, values checked by the model.
+WINDOW_PATTERN = r"^[^ @]+( +[^ ]+){4}$"
+PROVISIONED_WINDOWS_MAX = 16
+
+
+class ProvisionedWindow(_Model):
+    """Extra warm instances while a cron window is open (docs/architecture.md, "Autoscaling").
+
+    The window is open during every minute `schedule` matches: `* 9-17 * * 1-5` keeps
+    `minScale` instances from 09:00 to 17:59 on weekdays, in `timezone` (UTC by default).
+    """
+
+    schedule: str = Field(
+        max_length=256,
+        pattern=WINDOW_PATTERN,
+        description="5 cron fields; the window is open during each minute they match.",
+    )
+    timezone: str | None = Field(
+        default=None, max_length=64, description="IANA time zone of the schedule; UTC."
+    )
+    min_scale: int = Field(ge=1, le=limits.SCALE_MAX)
+
+    @field_validator("schedule")
+    @classmethod
+    def _check_schedule(cls, value: str) -> str:
+        if value.strip().startswith("@"):
+            raise ValueError("a provisioned window takes 5 cron fields, not @every")
+        Schedule.parse(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str | None) -> str | None:
+        if value is not None:
+            zone(value)
+        return value
+
+
 class Scaling(_Model):
     min_scale: int = Field(default=limits.MIN_SCALE_DEFAULT, ge=0, le=limits.SCALE_MAX)
     max_scale: int = Field(default=limits.MAX_SCALE_DEFAULT, ge=1, le=limits.SCALE_MAX)
@@ -372,11 +410,22 @@ class Scaling(_Model):
         ),
     )
 
+    provisioned: list[ProvisionedWindow] = Field(
+        default_factory=list,
+        max_length=PROVISIONED_WINDOWS_MAX,
+        description="Cron windows that raise minScale while open (provisioned concurrency).",
+    )
+
     RULES: ClassVar[tuple[Rule, ...]] = (
         Rule(
             cel="self.minScale <= self.maxScale",
             message="scaling.minScale must not exceed scaling.maxScale",
             holds=lambda s: s.min_scale <= s.max_scale,
+        ),
+        Rule(
+            cel="!has(self.provisioned) || self.provisioned.all(w, w.minScale <= self.maxScale)",
+            message="scaling.provisioned[].minScale must not exceed scaling.maxScale",
+            holds=lambda s: all(w.min_scale <= s.max_scale for w in s.provisioned),
         ),
         Rule(
             cel=(

@@ -73,6 +73,7 @@ class Reason(StrEnum):
     SCALE_TO_ZERO = "scale-to-zero"
     IDLE = "idle"
     MIN_SCALE = "min-scale"
+    PROVISIONED = "provisioned"
     MAX_SCALE = "max-scale"
 
 
@@ -207,8 +208,12 @@ def decide(
     *,
     scaling: Scaling,
     tuning: Tuning = DEFAULT_TUNING,
+    provisioned: int = 0,
 ) -> Decision:
-    """The replica count for one function at `now`; see the module docstring for the rules."""
+    """The replica count for one function at `now`; see the module docstring for the rules.
+
+    `provisioned` is the minScale of the open provisioned windows (`kubefaas.provisioned`).
+    """
     obs = observation
     target = scaling.target_concurrency
     capacity = max(1, obs.ready)
@@ -302,6 +307,8 @@ def decide(
 
     if desired < scaling.min_scale:
         desired, reason = scaling.min_scale, Reason.MIN_SCALE
+    if desired < min(provisioned, scaling.max_scale):
+        desired, reason = min(provisioned, scaling.max_scale), Reason.PROVISIONED
     elif desired > scaling.max_scale:
         desired, reason = scaling.max_scale, Reason.MAX_SCALE
     if panic_since is not None:

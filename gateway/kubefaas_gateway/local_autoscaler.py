@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from kubefaas.api import Function
+from kubefaas.provisioned import provisioned_min_scale
 from kubefaas.scaling import (
     DEFAULT_TUNING,
     Decision,
@@ -96,6 +98,7 @@ class LocalAutoscaler:
         # that apply them are based on one consistent view of the tracker.
         tracker = self._tracker
         now = tracker.now()
+        wall = time.time()
         seen = set()
         for fn in self._functions():
             key = fn.key
@@ -120,6 +123,7 @@ class LocalAutoscaler:
                 now,
                 scaling=fn.spec.scaling,
                 tuning=self._tuning,
+                provisioned=provisioned_min_scale(fn.spec.scaling.provisioned, wall),
             )
             self._states[key] = decision.state
             self.decisions[key] = decision

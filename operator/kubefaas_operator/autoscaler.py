@@ -38,6 +38,7 @@ from kubefaas import limits, naming
 from kubefaas.api import Function, InvalidFunction
 from kubefaas.kubeapi import ApiError
 from kubefaas.objects import function_from_object, object_key
+from kubefaas.provisioned import provisioned_min_scale
 from kubefaas.scaling import (
     DEFAULT_TUNING,
     Decision,
@@ -141,7 +142,14 @@ async def autoscale_once(
         fn = target.function
         state = states.get(fn.key) or initial_state(moment, replicas=target.replicas)
         observation = observation_for(combined.get(fn.key), target, moment)
-        decision = decide(state, observation, moment, scaling=fn.spec.scaling, tuning=tuning)
+        decision = decide(
+            state,
+            observation,
+            moment,
+            scaling=fn.spec.scaling,
+            tuning=tuning,
+            provisioned=provisioned_min_scale(fn.spec.scaling.provisioned, moment),
+        )
         replicas = decision.replicas
         if not complete and replicas < target.replicas:
             replicas = target.replicas  # never scale down on partial data

@@ -164,6 +164,20 @@ INVALID = [
         "scaling.minScale must not exceed scaling.maxScale",
     ),
     (
+        "provisioned-above-max",
+        manifest(
+            scaling={"maxScale": 2, "provisioned": [{"schedule": "* 9 * * *", "minScale": 3}]}
+        ),
+        "spec.scaling",
+        "scaling.provisioned[].minScale must not exceed scaling.maxScale",
+    ),
+    (
+        "provisioned-every",
+        manifest(scaling={"provisioned": [{"schedule": "@every 1m", "minScale": 1}]}),
+        "spec.scaling.provisioned[0].schedule",
+        "should match",
+    ),
+    (
         "scale-to-zero-too-soon",
         manifest(scaling={"scaleToZeroAfterSeconds": 5}),
         "spec.scaling",

@@ -139,3 +139,27 @@ def test_stats_and_metrics_report_the_load_while_calls_run(
     after = function_stats(gateway, "default/busy")
     assert after["inFlight"] == 0
     assert after["idleSeconds"] >= 0
+
+
+def test_an_open_provisioned_window_starts_instances_before_any_call(
+    manifest_dir: ManifestDir, start_gateway: Callable[..., RunningGateway]
+) -> None:
+    # `* * * * *` is open every minute, so the window is open for the whole test.
+    manifest_dir.add_function(
+        "warm",
+        SLOW_PID_SOURCE,
+        scaling={"provisioned": [{"schedule": "* * * * *", "minScale": 2}]},
+    )
+    manifest_dir.add_function("cold", SLOW_PID_SOURCE)
+    gateway = start_gateway(manifest_dir.path)
+    assert wait_until(
+        lambda: function_stats(gateway, "default/warm")["readyInstances"] == 2, timeout=20
+    )
+    entry = function_stats(gateway, "default/warm")
+    assert entry["reason"] == "provisioned"
+    # The first call finds a ready instance: no cold start.
+    response = gateway.invoke("warm", {"seconds": 0})
+    assert response.status_code == 200
+    assert response.headers["x-cold-start"] == "false"
+    # A function without a window stays at zero.
+    assert function_stats(gateway, "default/cold")["replicas"] == 0

@@ -260,3 +260,20 @@ async def test_run_autoscaler_ticks_until_stopped_and_survives_a_failing_tick() 
 def test_stats_round_trip(idle: float | None) -> None:
     parsed = parse_stats({"functions": {"shop/api": entry(inFlight=2, idleSeconds=idle)}})
     assert parsed["shop/api"] == FunctionStats(in_flight=2, idle_seconds=idle)
+
+
+async def test_a_provisioned_window_scales_an_idle_function_up_and_its_end_lets_it_go() -> None:
+    # The fake clock starts at epoch second 1000: 00:16 UTC, inside `* 0 * * *`.
+    window = {"schedule": "* 0 * * *", "minScale": 3}
+    fn = function(scaleToZeroAfterSeconds=10, provisioned=[window])
+    cluster = cluster_with(fn, replicas=0)
+    cluster.stats = {"http://a:8080": {fn.key: entry()}}
+    states: dict[str, ScalingState] = {}
+    decisions = await cluster.tick(states)
+    assert cluster.scaled == [(fn.key, 3)]
+    assert decisions[fn.key].reason is Reason.PROVISIONED
+    cluster.clock = 3600.0  # 01:00 UTC: the window closed
+    for _ in range(5):
+        cluster.stats = {"http://a:8080": {fn.key: entry(idleSeconds=cluster.clock - 1000.0)}}
+        await cluster.tick(states)
+    assert cluster.scaled[-1] == (fn.key, 0)
