@@ -503,7 +503,7 @@ def test_metrics_count_attempts_retries_dead_letters_and_show_the_queue(
     # A backlog shows in the queue gauges and in the autoscaler's feed: slow's events wait
     # for its few async slots.
     for n in range(30):
-        gateway.enqueue("slow", {"n": n, "sleep": 0.5})
+        gateway.enqueue("slow", {"n": n, "sleep": 1.5})
     deadline = time.monotonic() + 10
     while True:
         queued = gateway.get("/internal/stats").json()["functions"]["default/slow"]["queued"]
