@@ -94,7 +94,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
         return error_json(
             MethodNotAllowed(f"{where}: method not allowed here; allowed: {allow}", allow=allow)
         )
-    return _status_json(exc.status_code, str(exc.detail), exc.headers or {})
+    return _status_json(exc.status_code, str(exc.detail), dict(exc.headers or {}))
 
 
 async def validation_error(request: Request, exc: Exception) -> Response:
