@@ -190,6 +190,11 @@ class Settings(BaseSettings):
     invocation's record (status, attempts, result) stays readable. Dead letters are kept
     until they are redriven or purged."""
 
+    readyz_requires_queue: bool = False
+    """`KUBEFAAS_READYZ_REQUIRES_QUEUE`, default false: `/readyz` answers 503 (not 200
+    `degraded`) while the async queue's store is unreachable; off by default since sync
+    calls need no queue (docs/architecture.md, "Readiness with the queue down")."""
+
     async_concurrency_cap: int = Field(default=8, ge=1)
     """`KUBEFAAS_ASYNC_CONCURRENCY_CAP`, default 8: most async invocations of one function
     this gateway runs at once (also bounded by maxScale x targetConcurrency and
