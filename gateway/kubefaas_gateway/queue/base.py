@@ -327,7 +327,7 @@ class InvocationQueue(abc.ABC):
         series started before `started_before` (leases that run now are left alone).
 
         For the events of a function that left the registry, which no dispatcher leases
-        (docs/architecture.md, "Asynchronous invocation"). The default does nothing; the
-        SQLite backend implements it.
+        (docs/architecture.md, "Asynchronous invocation"). Both backends implement it;
+        the default does nothing.
         """
         return []
