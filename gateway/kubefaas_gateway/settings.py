@@ -195,6 +195,20 @@ class Settings(BaseSettings):
     `degraded`) while the async queue's store is unreachable; off by default since sync
     calls need no queue (docs/architecture.md, "Readiness with the queue down")."""
 
+    async_dead_letter_retention_seconds: float = Field(default=14 * 24 * 3600.0, gt=0)
+    """`KUBEFAAS_ASYNC_DEAD_LETTER_RETENTION_SECONDS`, default 1209600 (14 days): a dead
+    letter older than this is purged (payload dropped, record `failed` for the record
+    TTL), counted in `kubefaas_async_dead_letters_purged_total{reason="age"}`."""
+
+    async_dead_letter_max_per_function: int | None = Field(default=None, ge=1)
+    """`KUBEFAAS_ASYNC_DEAD_LETTER_MAX_PER_FUNCTION`, default unset (no count bound): keep at
+    most this many dead letters per function, purging the oldest beyond it
+    (`reason="count"`)."""
+
+    async_sweep_interval_seconds: float = Field(default=60.0, gt=0)
+    """`KUBEFAAS_ASYNC_SWEEP_INTERVAL_SECONDS`, default 60: how often finished records past
+    their TTL and dead letters past their retention are purged."""
+
     async_concurrency_cap: int = Field(default=8, ge=1)
     """`KUBEFAAS_ASYNC_CONCURRENCY_CAP`, default 8: most async invocations of one function
     this gateway runs at once (also bounded by maxScale x targetConcurrency and

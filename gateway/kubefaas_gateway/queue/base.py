@@ -294,6 +294,10 @@ class InvocationQueue(abc.ABC):
         """Dead letters, oldest first; `cursor` continues from a previous page."""
 
     @abc.abstractmethod
+    async def dead_letter_counts(self) -> dict[str, int]:
+        """How many dead letters each function has (functions with none are left out)."""
+
+    @abc.abstractmethod
     async def redrive(self, invocation_id: str, *, now: float) -> InvocationRecord | None:
         """Queue a dead letter again as a fresh attempt series; None if it is not dead."""
 

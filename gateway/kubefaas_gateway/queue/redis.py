@@ -552,6 +552,15 @@ class RedisQueue(InvocationQueue):
             items=tuple(records), next_cursor=str(offset + limit) if more else None
         )
 
+    async def dead_letter_counts(self) -> dict[str, int]:
+        members: set[Any] = set(await self.client.smembers(f"{self.base}:functions"))
+        functions = sorted(m.decode() for m in members)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for fn in functions:
+                pipe.zcard(self._key("dead", fn))
+            counts = await pipe.execute() if functions else []
+        return {fn: int(n) for fn, n in zip(functions, counts, strict=True) if n}
+
     async def redrive(self, invocation_id: str, *, now: float) -> InvocationRecord | None:
         done = await self._call(
             "redrive", self._key("inv", invocation_id), invocation_id, _num(now)
