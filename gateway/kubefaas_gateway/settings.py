@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     gateway is root (`auto`: `nobody` if it can run the runtime, else root with a warning;
     a user name; `none`), docs/security.md, "Local mode isolation"."""
 
+    local_tmp_check_interval_seconds: float = Field(default=1.0, gt=0)
+    """`KUBEFAAS_LOCAL_TMP_CHECK_INTERVAL_SECONDS`, default 1: how often local mode measures
+    each instance's /tmp against its `tmpSize` (docs/security.md, "Local mode isolation")."""
+
     runtime_command: list[str] = Field(default_factory=_default_runtime_command)
     """`KUBEFAAS_RUNTIME_COMMAND` (a JSON list), default `[<this python>, "-m",
     "kubefaas_runtime"]`: how local mode starts one function instance."""
