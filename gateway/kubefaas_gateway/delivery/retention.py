@@ -63,8 +63,11 @@ class DeadLetterRetention:
         while purged < MAX_PER_SWEEP:
             page = await self.queue.list_dead_letters(limit=PAGE)
             old = [r for r in page.items if r.dead_at is not None and r.dead_at < cutoff]
-            purged += await self._purge(old, now, "age")
-            if len(old) < len(page.items) or page.next_cursor is None or not old:
+            done = await self._purge(old, now, "age")
+            purged += done
+            # Stop at the first young one, the end, or a page nothing could be purged of
+            # (another replica got there first; the next sweep sees what is left).
+            if len(old) < len(page.items) or page.next_cursor is None or not done:
                 break
         return purged
 
