@@ -33,6 +33,10 @@ def test_unknown_route_is_a_json_404_naming_the_path(gateway: RunningGateway) ->
     assert error["type"] == "RouteNotFound"
     assert "GET /no/such/route" in error["message"]
     assert "detail" not in response.json()
+    # With the console off its paths are unknown routes like any other.
+    console = gateway.client.get("/console/login")
+    assert console.status_code == 404
+    assert console.json()["error"]["type"] == "RouteNotFound"
 
 
 def test_wrong_method_is_a_json_405_with_allow(gateway: RunningGateway) -> None:

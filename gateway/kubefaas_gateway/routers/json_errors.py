@@ -77,8 +77,12 @@ CONSOLE_PREFIX = "/console"
 
 
 def _is_console(request: Request) -> bool:
+    """A path the console serves (only while it is enabled)."""
     path = request.url.path
-    return path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")
+    if not (path == CONSOLE_PREFIX or path.startswith(CONSOLE_PREFIX + "/")):
+        return False
+    state = getattr(request.app.state, "gateway", None)
+    return bool(state is not None and state.settings.console_enabled)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
