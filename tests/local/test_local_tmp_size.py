@@ -62,6 +62,7 @@ def test_writing_past_tmp_size_recycles_the_instance_with_a_clear_error(
     log = gateway.stderr()
     assert "function default/writer" in log
     assert "over spec.tmpSize 64Mi" in log
+    assert gateway.sample("kubefaas_local_tmp_size_exceeded_total", function="writer") == 1
 
     # The gateway keeps serving: the next call runs on a fresh instance with an empty /tmp.
     again = gateway.invoke("writer", {"mib": 1})

@@ -58,7 +58,7 @@ from kubefaas_gateway.backends.local_process import (
     signal_group,
     wait_healthy,
 )
-from kubefaas_gateway.backends.local_tmp import tmp_size_bytes, watch_tmp
+from kubefaas_gateway.backends.local_tmp import TmpSizeCounter, tmp_size_bytes, watch_tmp
 from kubefaas_gateway.backends.local_user import RunAs, resolve_run_as
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
 from kubefaas_gateway.secrets import LocalSecrets
@@ -110,6 +110,7 @@ class LocalBackend:
         self._background: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._turns = itertools.count()
+        self.tmp_size_exceeded = TmpSizeCounter()  # registered by local_mode on /metrics
         self.output_sink: OutputSink | None = None
         """Where instance output goes besides the gateway log (set by `observe.attach`)."""
 
@@ -364,6 +365,7 @@ class LocalBackend:
                     fn,
                     interval=self._settings.local_tmp_check_interval_seconds,
                     recycle=lambda: self._kill(pool, instance),
+                    counter=self.tmp_size_exceeded,
                 )
             )
         )

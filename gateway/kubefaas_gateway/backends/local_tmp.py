@@ -11,7 +11,9 @@ privileges:
   `SIGXFSZ`).
 - A watchdog measures the folder's disk use (allocated blocks, every
   `KUBEFAAS_LOCAL_TMP_CHECK_INTERVAL_SECONDS`); past tmpSize it logs an error naming the
-  function, the use and the limit, and recycles the instance (SIGKILL, as an eviction):
+  function, the use and the limit, counts it in
+  `kubefaas_local_tmp_size_exceeded_total{namespace, function}`, and recycles the
+  instance (SIGKILL, as an eviction):
   calls in flight on it answer `502 TmpSizeExceeded` with that message, the next call
   starts a fresh instance.
 
@@ -29,6 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
+from prometheus_client import CollectorRegistry, Counter
+
 from kubefaas.api import Function
 from kubefaas.quantity import parse_quantity
 from kubefaas_gateway.backends.local_process import LocalInstance
@@ -37,6 +41,25 @@ log = logging.getLogger("kubefaas.gateway.local")
 
 TMP_SIZE_EXCEEDED: Final = "TmpSizeExceeded"
 MIB: Final = 1024 * 1024
+
+
+class TmpSizeCounter:
+    """`kubefaas_local_tmp_size_exceeded_total`, once registered on the app's metrics."""
+
+    def __init__(self) -> None:
+        self._counter: Counter | None = None
+
+    def register(self, registry: CollectorRegistry) -> None:
+        self._counter = Counter(
+            "kubefaas_local_tmp_size_exceeded",
+            "Local instances recycled because their /tmp grew past spec.tmpSize.",
+            ["namespace", "function"],
+            registry=registry,
+        )
+
+    def inc(self, fn: Function) -> None:
+        if self._counter is not None:
+            self._counter.labels(fn.namespace, fn.name).inc()
 
 
 def tmp_size_bytes(fn: Function) -> int:
@@ -71,6 +94,7 @@ async def watch_tmp(
     *,
     interval: float,
     recycle: Callable[[], None],
+    counter: TmpSizeCounter | None = None,
 ) -> None:
     """Recycle `instance` once its scratch folder holds more than `fn`'s tmpSize."""
     limit = tmp_size_bytes(fn)
@@ -87,5 +111,7 @@ async def watch_tmp(
         )
         log.error("function %s: instance %s: %s", fn.key, instance.id, message)
         instance.lost = (TMP_SIZE_EXCEEDED, message)
+        if counter is not None:
+            counter.inc(fn)
         recycle()
         return
