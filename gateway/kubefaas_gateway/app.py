@@ -38,6 +38,7 @@ from kubefaas_gateway.queue import InvocationQueue, make_queue
 from kubefaas_gateway.queue.queue_metrics import AsyncMetrics
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.routers import admin, async_invoke, health, observe, scrape, stats, triggers
+from kubefaas_gateway.routers.json_errors import EXCEPTION_HANDLERS
 from kubefaas_gateway.routers.sync_invoke import InvokeRoute, is_invoke_path
 from kubefaas_gateway.secrets import CachedSecrets, SecretReader, secrets_for
 from kubefaas_gateway.settings import Settings
@@ -176,6 +177,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
+        exception_handlers=EXCEPTION_HANDLERS,
     )
     app.state.gateway = state
     for router in ROUTERS:

@@ -164,6 +164,38 @@ class AdminDisabled(InvocationError):
     status = 403
 
 
+class RouteNotFound(InvocationError):
+    """No gateway route has that path (FastAPI's own 404, in the gateway's format)."""
+
+    status = 404
+
+
+class MethodNotAllowed(InvocationError):
+    """The path exists but not for this method; `Allow` lists the ones it takes."""
+
+    status = 405
+
+    def __init__(self, message: str, *, allow: str = "") -> None:
+        super().__init__(message)
+        self.allow = allow
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        return [(b"allow", self.allow.encode())] if self.allow else []
+
+
+class InvalidRequest(InvocationError):
+    """A query, path or body field failed validation; `fields` names each one and why."""
+
+    status = 422
+
+    def __init__(self, message: str, *, fields: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.fields = fields
+
+    def details(self) -> dict[str, Any]:
+        return {"fields": self.fields}
+
+
 def error_body(error: InvocationError, invocation_id: str) -> bytes:
     """The JSON body every gateway error carries."""
     payload: dict[str, Any] = {

@@ -284,6 +284,9 @@ class Invoker:
                     f"function {key}: no instance could be reached ({exc})"
                 ) from None
             except proxy.InstanceLost as exc:
+                if instance.lost is not None:  # ended by the backend: say why
+                    error_type, why = instance.lost
+                    raise FunctionFailed(f"function {key}: {why}", error_type=error_type) from None
                 raise FunctionFailed(
                     f"function {key}: the instance closed the connection before answering "
                     f"(it crashed or exited): {exc}",

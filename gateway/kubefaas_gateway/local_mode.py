@@ -113,6 +113,7 @@ def serve_local(
         background=(autoscale_locally(backend), run_triggers()),
         secrets=secrets,
     )
+    backend.tmp_size_exceeded.register(app.state.gateway.metrics.registry)
     if settings.console_enabled:
         # The console deploys by writing into the served folder (docs/console.md).
         app.state.console_store = FolderStore(directory, registry)

@@ -151,6 +151,10 @@ class Settings(BaseSettings):
     gateway is root (`auto`: `nobody` if it can run the runtime, else root with a warning;
     a user name; `none`), docs/security.md, "Local mode isolation"."""
 
+    local_tmp_check_interval_seconds: float = Field(default=1.0, gt=0)
+    """`KUBEFAAS_LOCAL_TMP_CHECK_INTERVAL_SECONDS`, default 1: how often local mode measures
+    each instance's /tmp against its `tmpSize` (docs/security.md, "Local mode isolation")."""
+
     runtime_command: list[str] = Field(default_factory=_default_runtime_command)
     """`KUBEFAAS_RUNTIME_COMMAND` (a JSON list), default `[<this python>, "-m",
     "kubefaas_runtime"]`: how local mode starts one function instance."""
@@ -189,6 +193,25 @@ class Settings(BaseSettings):
     """`KUBEFAAS_ASYNC_RECORD_TTL_SECONDS`, default 86400: how long a finished async
     invocation's record (status, attempts, result) stays readable. Dead letters are kept
     until they are redriven or purged."""
+
+    readyz_requires_queue: bool = False
+    """`KUBEFAAS_READYZ_REQUIRES_QUEUE`, default false: `/readyz` answers 503 (not 200
+    `degraded`) while the async queue's store is unreachable; off by default since sync
+    calls need no queue (docs/architecture.md, "Readiness with the queue down")."""
+
+    async_dead_letter_retention_seconds: float = Field(default=14 * 24 * 3600.0, gt=0)
+    """`KUBEFAAS_ASYNC_DEAD_LETTER_RETENTION_SECONDS`, default 1209600 (14 days): a dead
+    letter older than this is purged (payload dropped, record `failed` for the record
+    TTL), counted in `kubefaas_async_dead_letters_purged_total{reason="age"}`."""
+
+    async_dead_letter_max_per_function: int | None = Field(default=None, ge=1)
+    """`KUBEFAAS_ASYNC_DEAD_LETTER_MAX_PER_FUNCTION`, default unset (no count bound): keep at
+    most this many dead letters per function, purging the oldest beyond it
+    (`reason="count"`)."""
+
+    async_sweep_interval_seconds: float = Field(default=60.0, gt=0)
+    """`KUBEFAAS_ASYNC_SWEEP_INTERVAL_SECONDS`, default 60: how often finished records past
+    their TTL and dead letters past their retention are purged."""
 
     async_concurrency_cap: int = Field(default=8, ge=1)
     """`KUBEFAAS_ASYNC_CONCURRENCY_CAP`, default 8: most async invocations of one function

@@ -329,6 +329,19 @@ async def test_purge_one_all_and_by_function(queue: InvocationQueue) -> None:
     assert other_record.status == "failed"
 
 
+async def test_dead_letter_counts_per_function(queue: InvocationQueue) -> None:
+    """What the dead-letter retention's count bound reads (delivery/retention.py)."""
+    now = time.time()
+    assert await queue.dead_letter_counts() == {}
+    first = await dead_letter_one(queue, now)
+    await dead_letter_one(queue, now)
+    await dead_letter_one(queue, now, function=OTHER)
+    assert await queue.dead_letter_counts() == {FN: 2, OTHER: 1}
+    assert await queue.purge(first, now=now)
+    assert await queue.purge_all(now=now, function=OTHER) == 1
+    assert await queue.dead_letter_counts() == {FN: 1}
+
+
 async def test_dead_letters_page_in_order(queue: InvocationQueue) -> None:
     now = time.time()
     ids = [await dead_letter_one(queue, now + n) for n in range(5)]

@@ -31,6 +31,9 @@ class Instance:
     ready: bool = False
     # Monotonic time the instance passed its health check (None while starting).
     ready_at: float | None = None
+    # (error type, message) when the backend ended the instance on purpose (a limit it
+    # broke): calls it drops answer 502 with these instead of InstanceLost.
+    lost: tuple[str, str] | None = None
     base_url: str = field(init=False)
 
     def __post_init__(self) -> None:

@@ -58,6 +58,7 @@ from kubefaas_gateway.backends.local_process import (
     signal_group,
     wait_healthy,
 )
+from kubefaas_gateway.backends.local_tmp import TmpSizeCounter, tmp_size_bytes, watch_tmp
 from kubefaas_gateway.backends.local_user import RunAs, resolve_run_as
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
 from kubefaas_gateway.secrets import LocalSecrets
@@ -109,6 +110,7 @@ class LocalBackend:
         self._background: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._turns = itertools.count()
+        self.tmp_size_exceeded = TmpSizeCounter()  # registered by local_mode on /metrics
         self.output_sink: OutputSink | None = None
         """Where instance output goes besides the gateway log (set by `observe.attach`)."""
 
@@ -329,7 +331,9 @@ class LocalBackend:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 preexec_fn=child_setup(
-                    os.getpid(), None if run_as is None else (run_as.uid, run_as.gid)
+                    os.getpid(),
+                    None if run_as is None else (run_as.uid, run_as.gid),
+                    file_size_limit=tmp_size_bytes(fn),
                 ),
             )
         except NoCapacity:  # a secret it needs is missing
@@ -354,6 +358,17 @@ class LocalBackend:
         instance.ready = True
         instance.ready_at = time.monotonic()
         pool.ready.append(instance)
+        instance.tasks.append(  # spec.tmpSize (docs/security.md, "Local mode isolation")
+            asyncio.get_running_loop().create_task(
+                watch_tmp(
+                    instance,
+                    fn,
+                    interval=self._settings.local_tmp_check_interval_seconds,
+                    recycle=lambda: self._kill(pool, instance),
+                    counter=self.tmp_size_exceeded,
+                )
+            )
+        )
         log.info(
             "instance %s of %s ready on port %d after %.0f ms",
             instance.id,
@@ -394,6 +409,12 @@ class LocalBackend:
         instance.ready = False
         with contextlib.suppress(ValueError):
             pool.ready.remove(instance)
+
+    def _kill(self, pool: _Pool, instance: LocalInstance) -> None:
+        """End `instance` now, as an eviction; `_watch` cleans up after it."""
+        self._retire(pool, instance)
+        if instance.process is not None:
+            signal_group(instance.process.pid, signal.SIGKILL)
 
     async def _stop_instance(self, pool: _Pool, instance: LocalInstance) -> None:
         """SIGTERM the instance's group, SIGKILL it after the grace, wait for cleanup."""

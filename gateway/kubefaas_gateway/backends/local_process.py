@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import resource
 import signal
 import socket
 import time
@@ -59,13 +60,20 @@ def _load_prctl() -> Callable[..., int] | None:
 _PRCTL = _load_prctl()
 
 
-def child_setup(gateway_pid: int, user: tuple[int, int] | None = None) -> Callable[[], None]:
-    """What the child runs between fork and exec: own process group, the user `(uid, gid)`
-    if given (before the death signal: a change of user clears it), die with the gateway.
+def child_setup(
+    gateway_pid: int,
+    user: tuple[int, int] | None = None,
+    file_size_limit: int | None = None,
+) -> Callable[[], None]:
+    """What the child runs between fork and exec: own process group, the largest file it
+    may write (`RLIMIT_FSIZE`, local_tmp.py), the user `(uid, gid)` if given (before the
+    death signal: a change of user clears it), die with the gateway.
     Done here because uvloop's subprocess_exec has no `user=`."""
 
     def setup() -> None:
         os.setsid()
+        if file_size_limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
         if user is not None:
             os.setgroups([])
             os.setgid(user[1])

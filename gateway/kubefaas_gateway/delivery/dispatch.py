@@ -41,6 +41,7 @@ from kubefaas_gateway.delivery.attempt import Attempts
 from kubefaas_gateway.delivery.notify import Notifier
 from kubefaas_gateway.delivery.orphans import dead_letter_deleted
 from kubefaas_gateway.delivery.quota import QueueQuota
+from kubefaas_gateway.delivery.retention import DeadLetterRetention
 from kubefaas_gateway.invoker import Invoker, new_invocation_id
 from kubefaas_gateway.queue import (
     InvocationQueue,
@@ -57,8 +58,6 @@ from kubefaas_gateway.ssrf import CallbackGuard, parse_networks
 
 log = logging.getLogger("kubefaas.gateway.async")
 
-# Finished records are swept this often (SQLite; Redis expires them itself).
-RECORD_SWEEP_INTERVAL_SECONDS = 60.0
 # Up to this share of the idle poll interval is shaved off at random per wait, so the
 # dispatchers of many functions spread their polls instead of reading the queue together.
 IDLE_POLL_JITTER = 0.2
@@ -86,6 +85,12 @@ class AsyncDelivery:
             per_function=settings.async_queue_max_per_function,
             total=settings.async_queue_max_total,
             registry=metrics.registry,
+        )
+        self.retention = DeadLetterRetention(
+            queue=queue,
+            registry=metrics.registry,
+            max_age_seconds=settings.async_dead_letter_retention_seconds,
+            max_per_function=settings.async_dead_letter_max_per_function,
         )
         self._signals = signals
         self._clock = clock
@@ -294,14 +299,17 @@ class AsyncDelivery:
             await asyncio.sleep(self.settings.async_stats_interval_seconds)
 
     async def _sweep_records(self) -> None:
+        """Finished records past their TTL (SQLite; Redis expires them itself), then dead
+        letters past their retention (`retention.py`)."""
         while True:
             try:
                 purged = await self.queue.purge_expired(now=self._clock())
                 if purged:
                     log.info("purged %d finished async invocation records past their TTL", purged)
+                await self.retention.sweep(now=self._clock())
             except Exception:
                 log.exception("could not purge expired async invocation records")
-            await asyncio.sleep(RECORD_SWEEP_INTERVAL_SECONDS)
+            await asyncio.sleep(self.settings.async_sweep_interval_seconds)
 
 
 class _Dispatcher:

@@ -294,6 +294,10 @@ class InvocationQueue(abc.ABC):
         """Dead letters, oldest first; `cursor` continues from a previous page."""
 
     @abc.abstractmethod
+    async def dead_letter_counts(self) -> dict[str, int]:
+        """How many dead letters each function has (functions with none are left out)."""
+
+    @abc.abstractmethod
     async def redrive(self, invocation_id: str, *, now: float) -> InvocationRecord | None:
         """Queue a dead letter again as a fresh attempt series; None if it is not dead."""
 
@@ -327,7 +331,7 @@ class InvocationQueue(abc.ABC):
         series started before `started_before` (leases that run now are left alone).
 
         For the events of a function that left the registry, which no dispatcher leases
-        (docs/architecture.md, "Asynchronous invocation"). The default does nothing; the
-        SQLite backend implements it.
+        (docs/architecture.md, "Asynchronous invocation"). Both backends implement it;
+        the default does nothing.
         """
         return []

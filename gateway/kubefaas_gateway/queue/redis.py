@@ -73,6 +73,7 @@ from kubefaas_gateway.queue.base import (
     decode_cursor,
     encode_result,
 )
+from kubefaas_gateway.queue.redis_aged import AGED_BODY, dead_letter_aged
 
 log = logging.getLogger(__name__)
 
@@ -340,6 +341,7 @@ class RedisQueue(InvocationQueue):
             ("dead", _DEAD),
             ("redrive", _REDRIVE),
             ("purge", _PURGE),
+            ("aged", _LUA_HELPERS + AGED_BODY),
         ):
             self._scripts[name] = self.client.register_script(source)
         await self._warn_if_not_persistent()
@@ -366,6 +368,15 @@ class RedisQueue(InvocationQueue):
 
     async def _call(self, script: str, key: str, *args: Any) -> Any:
         return await self._scripts[script](keys=[key], args=[self.base, GROUP, *args])
+
+    # For the scripts of sibling modules (`redis_aged.py`).
+    run_script = _call
+
+    def key(self, kind: str, name: str) -> str:
+        return self._key(kind, name)
+
+    async def records(self, ids: Sequence[bytes]) -> list[InvocationRecord]:
+        return await self._records(ids)
 
     # -- the queue --------------------------------------------------------------------
 
@@ -483,6 +494,26 @@ class RedisQueue(InvocationQueue):
         )
         return _record(lease.id, *done) if done else None
 
+    async def dead_letter_aged(
+        self,
+        function: str,
+        *,
+        started_before: float,
+        now: float,
+        error: AttemptError,
+        reason: str,
+        message: str,
+    ) -> list[InvocationRecord]:
+        return await dead_letter_aged(
+            self,
+            function,
+            started_before=started_before,
+            now=now,
+            error=error,
+            reason=reason,
+            message=message,
+        )
+
     async def get(self, invocation_id: str) -> InvocationRecord | None:
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.hgetall(self._key("inv", invocation_id))
@@ -520,6 +551,15 @@ class RedisQueue(InvocationQueue):
         return DeadLetterPage(
             items=tuple(records), next_cursor=str(offset + limit) if more else None
         )
+
+    async def dead_letter_counts(self) -> dict[str, int]:
+        members: set[Any] = set(await self.client.smembers(f"{self.base}:functions"))
+        functions = sorted(m.decode() for m in members)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for fn in functions:
+                pipe.zcard(self._key("dead", fn))
+            counts = await pipe.execute() if functions else []
+        return {fn: int(n) for fn, n in zip(functions, counts, strict=True) if n}
 
     async def redrive(self, invocation_id: str, *, now: float) -> InvocationRecord | None:
         done = await self._call(

@@ -541,6 +541,16 @@ class SQLiteQueue(InvocationQueue):
 
         return await self._run(op)
 
+    async def dead_letter_counts(self) -> dict[str, int]:
+        def op(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute(
+                "SELECT function, COUNT(*) FROM invocations INDEXED BY invocations_dead "
+                "WHERE status = 'dead' GROUP BY function"
+            ).fetchall()
+            return {fn: int(count) for fn, count in rows}
+
+        return await self._run(op)
+
     async def redrive(self, invocation_id: str, *, now: float) -> InvocationRecord | None:
         def op(conn: sqlite3.Connection) -> InvocationRecord | None:
             changed = conn.execute(
