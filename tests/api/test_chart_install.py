@@ -164,7 +164,6 @@ def test_service_accounts_get_exactly_the_access_they_need(release: Release) -> 
     ns = ["-n", "default"]
     assert can_i(release, "gateway", "watch", "functions.kubefaas.io", *ns)
     assert can_i(release, "gateway", "patch", "deployments.apps", "--subresource=scale", *ns)
-    assert can_i(release, "gateway", "list", "endpointslices.discovery.k8s.io", *ns)
     assert not can_i(release, "gateway", "delete", "deployments.apps", *ns)
     assert can_i(release, "operator", "create", "deployments.apps", *ns)
     assert can_i(release, "operator", "patch", "functions.kubefaas.io", "--subresource=status")
