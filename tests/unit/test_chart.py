@@ -640,8 +640,10 @@ def test_every_value_is_in_the_schema_and_every_schema_object_is_closed() -> Non
 # --- optional objects and the test hook ---------------------------------------------------
 
 
-def test_network_policies_and_service_monitor_only_when_enabled() -> None:
-    assert not {"NetworkPolicy", "ServiceMonitor"} & kinds(render())
+def test_network_policies_by_default_and_service_monitor_only_when_enabled() -> None:
+    assert "NetworkPolicy" in kinds(render())
+    assert "ServiceMonitor" not in kinds(render())
+    assert "NetworkPolicy" not in kinds(render("networkPolicy.enabled=false"))
     objects = render(*ALL_FEATURES)
     policies = {
         (o["metadata"]["namespace"], o["metadata"]["name"])
