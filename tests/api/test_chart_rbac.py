@@ -3,8 +3,9 @@
 `helm template` renders the chart; its ServiceAccounts, Roles, ClusterRoles and bindings are
 applied to the API server, and `kubectl auth can-i --as=system:serviceaccount:NS:SA` asks
 what the operator and the gateway may do (docs/architecture.md, "Rights only where
-Functions live"). Then the real operator, holding only a token of the chart's operator
-ServiceAccount, reconciles a Function in a watched namespace.
+Functions live"). Then the real operator and the real gateway, each holding only a token of
+the chart's ServiceAccount, reconcile a Function in a watched namespace and activate it
+from zero.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ import yaml
 from kubefaas_cluster.binaries import BinaryCache, MissingBinary
 from kubefaas_cluster.pytest_plugin import KubeApi
 from kubefaas_cluster.versions import KUBERNETES_VERSION
+from tests.api.test_gateway_kubernetes_cluster import (
+    apply_function,
+    deploy_like_the_operator,
+    gateway,
+    replicas,
+    service_account_kubeconfig,
+)
 from tests.operator_process import OperatorProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -269,3 +277,22 @@ def test_the_operator_reconciles_a_watched_namespace_with_only_these_rights(
         assert "Forbidden" not in logs, logs
     finally:
         operator.stop()
+
+
+async def test_the_gateway_serves_a_watched_namespace_with_only_its_role(
+    kube_api: KubeApi, watching: Install, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ns = watching.watched
+    fn = apply_function(kube_api, ns, "guarded", timeoutSeconds=1)
+    deploy_like_the_operator(kube_api, fn)
+    account = f"{watching.release}-kubefaas-gateway"
+    kubeconfig = service_account_kubeconfig(
+        kube_api, watching.namespace, account, tmp_path / "gateway.kubeconfig"
+    )
+    async with gateway(kube_api, ns, tmp_path, monkeypatch, kubeconfig=kubeconfig) as gw:
+        # Listing and watching Functions and pods worked, or the app would not start.
+        assert f"{ns}/guarded" in gw.registry
+        response = await gw.client.post(f"/function/{ns}/guarded", json={})
+    # 504, not 503: the scale-up from zero was allowed (a refused one answers 503 at once).
+    assert response.status_code == 504, response.text
+    assert replicas(kube_api, ns, "guarded") == 1
