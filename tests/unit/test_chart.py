@@ -514,6 +514,8 @@ def test_watched_namespaces_get_roles_and_cluster_roles_keep_discovery_only() ->
         ("team-b", "kubefaas-gateway"),
         (NAMESPACE, "kubefaas-operator-gateway-pods"),
     }
+    for role in roles.values():
+        assert_least_privilege(role)
     everywhere = find(render(), "ClusterRole", "kubefaas-operator")["rules"]
     operator_cluster = find(objects, "ClusterRole", "kubefaas-operator")["rules"]
     operator_role = roles["team-a", "kubefaas-operator"]["rules"]
