@@ -1,18 +1,13 @@
 """Where callbacks may go: the SSRF guard of `X-Callback-Url` and URL destinations
 (docs/security.md; docs/architecture.md, "Auth and limits").
 
-A callback is a POST the gateway makes from inside the cluster, to a URL a caller chose;
-unguarded, it reaches what the caller cannot (the API server, cloud metadata at
-169.254.169.254, Redis, function pods). So the address a URL names, and every address its
-host resolves to, must not be loopback, link-local, private (RFC 1918, unique-local,
-CGNAT), multicast, reserved or unspecified, nor in `KUBEFAAS_CALLBACK_BLOCKED_CIDRS` (the
-cluster's service and pod ranges when they are not private), unless
-`KUBEFAAS_CALLBACK_ALLOWED_CIDRS` names it.
-
-Checked twice: at submit time (`check_url`: a refused `X-Callback-Url` is 400 and nothing is
-stored), and at send time on the addresses actually connected to (`GuardedResolver`, used by
-the callback session only), so a name that resolved to a public address at submit and to
-127.0.0.1 later (DNS rebinding) is still refused. Callbacks never follow redirects.
+The rule of which addresses are refused is the core's (`kubefaas.destinations`), shared
+with the operator, which reports destinations refused by what their URL says alone. Here
+it is applied to what a URL's host resolves to. Checked twice: at submit time
+(`check_url`: a refused `X-Callback-Url` is 400 and nothing is stored), and at send time on
+the addresses actually connected to (`GuardedResolver`, used by the callback session only),
+so a name that resolved to a public address at submit and to 127.0.0.1 later (DNS
+rebinding) is still refused. Callbacks never follow redirects.
 """
 
 from __future__ import annotations
@@ -20,54 +15,32 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from kubefaas.destinations import AddressRule, parse_networks
 from kubefaas_gateway.errors import BadRequest
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 RESOLVE_TIMEOUT_SECONDS = 5.0
+
+__all__ = [
+    "CallbackGuard",
+    "CallbackRefused",
+    "GuardedResolver",
+    "callback_session",
+    "parse_networks",
+]
 
 
 class CallbackRefused(BadRequest):
     """A callback or destination URL that names (or resolves to) a refused address."""
 
 
-def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
-    return tuple(ipaddress.ip_network(v.strip(), strict=False) for v in values if v.strip())
-
-
-class CallbackGuard:
-    def __init__(self, *, allowed: Iterable[Network] = (), blocked: Iterable[Network] = ()) -> None:
-        self._allowed = tuple(allowed)
-        self._blocked = tuple(blocked)
-
-    def refusal(self, address: Address) -> str | None:
-        """Why `address` may not be called back, or None if it may."""
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if any(address in net for net in self._allowed):
-            return None
-        if any(address in net for net in self._blocked):
-            return "in KUBEFAAS_CALLBACK_BLOCKED_CIDRS"
-        for quality in (
-            "loopback",
-            "link_local",
-            "private",
-            "multicast",
-            "reserved",
-            "unspecified",
-        ):
-            if getattr(address, f"is_{quality}"):
-                return quality.replace("_", "-")
-        if isinstance(address, ipaddress.IPv4Address) and address in _SHARED:
-            return "private"
-        return None
+class CallbackGuard(AddressRule):
+    """The core's `AddressRule`, applied to URLs and resolved addresses."""
 
     def check_address(self, address: str, url: str) -> None:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
@@ -101,9 +74,6 @@ class CallbackGuard:
             ) from None
         for info in infos:
             self.check_address(str(info[4][0]), url)
-
-
-_SHARED = ipaddress.ip_network("100.64.0.0/10")  # CGNAT, not `is_private` in every Python
 
 
 class GuardedResolver(AbstractResolver):

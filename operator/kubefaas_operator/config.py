@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from kubefaas import limits, naming
+from kubefaas.destinations import AddressRule
 
 DEFAULT_GATEWAY_URL = "http://kubefaas-gateway.kubefaas-system.svc"
 """Where Functions are invoked when neither --gateway-url nor KUBEFAAS_GATEWAY_URL is set:
@@ -85,6 +86,11 @@ class OperatorConfig:
     gateway_stats_token: str | None = field(default=None, repr=False)
     """``KUBEFAAS_GATEWAY_STATS_TOKEN``: bearer token sent with ``GET /internal/stats``
     (the gateways' ``KUBEFAAS_METRICS_TOKEN``; docs/security.md); the chart sets both."""
+    destination_rule: AddressRule = field(default_factory=AddressRule)
+    """``KUBEFAAS_CALLBACK_ALLOWED_CIDRS`` / ``KUBEFAAS_CALLBACK_BLOCKED_CIDRS``
+    (comma-separated CIDRs, default none), the gateway's SSRF rule: URL destinations it
+    refuses are reported as ``DestinationsAllowed=False`` (docs/architecture.md,
+    "Refused destinations"). Set them to the gateway's values."""
 
     @property
     def clusterwide(self) -> bool:
@@ -180,4 +186,12 @@ def load_config(
         gateway_namespace=environ.get(GATEWAY_NAMESPACE_ENV, "").strip() or None,
         gateway_selector=environ.get(GATEWAY_SELECTOR_ENV, "").strip() or DEFAULT_GATEWAY_SELECTOR,
         gateway_stats_token=environ.get(GATEWAY_STATS_TOKEN_ENV, "").strip() or None,
+        destination_rule=_destination_rule(environ),
     )
+
+
+def _destination_rule(environ: Mapping[str, str]) -> AddressRule:
+    try:
+        return AddressRule.from_environ(environ)
+    except ValueError as exc:
+        raise ConfigError(f"{exc} (comma-separated CIDRs, e.g. 10.0.0.0/8,fd00::/8)") from None

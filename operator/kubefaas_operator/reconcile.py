@@ -24,7 +24,7 @@ from kubefaas import naming
 from kubefaas.api import Function, InvalidFunction
 from kubefaas.kubeapi import ApiError
 from kubefaas.objects import function_from_object
-from kubefaas_operator import apply, children, drift, status
+from kubefaas_operator import apply, children, destination_status, drift, status
 from kubefaas_operator.config import OperatorConfig
 from kubefaas_operator.kube_sync import Kube, namespaced
 from kubefaas_operator.status import NotReady
@@ -92,13 +92,17 @@ def _write_status(
     config: OperatorConfig,
     now: Clock,
 ) -> dict[str, Any]:
+    moment = now()
     wanted = status.build_status(
         fn=fn,
         deployment=deployment,
         problem=problem,
         gateway_url=config.gateway_url,
         previous=previous,
-        now=now(),
+        now=moment,
+    )
+    wanted["conditions"] = destination_status.with_destinations(
+        wanted["conditions"], fn, config.destination_rule, now=moment
     )
     if status.status_differs(previous, wanted):
         apply.patch_function_status(kube, fn.namespace, fn.name, wanted)

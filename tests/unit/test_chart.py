@@ -398,6 +398,7 @@ def test_service_accounts_can_be_brought_by_the_user() -> None:
 def test_rbac_create_false_leaves_rbac_to_the_admin() -> None:
     rbac = {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
     assert not rbac & kinds(render("rbac.create=false"))
+    assert not rbac & kinds(render("rbac.create=false", "watchNamespaces={team-a}"))
     assert {"ClusterRole", "ClusterRoleBinding"} <= kinds(render())
 
 
@@ -481,19 +482,76 @@ def test_operator_rbac_is_the_operator_engineers_least_privilege_rbac() -> None:
         )
 
 
-def test_gateway_rbac_reads_functions_and_pods_and_activates_deployments_only() -> None:
+# What the gateway's code calls (kube_async.py and its callers), nothing more.
+GATEWAY_GRANTS = {
+    *(("kubefaas.io", "functions", "*any*", v) for v in ("list", "watch")),
+    *(("", "pods", "*any*", v) for v in ("list", "watch")),
+    *(("apps", "deployments/scale", "*any*", v) for v in ("get", "patch")),
+    ("", "secrets", "*any*", "get"),  # invoke keys of token/jwt Functions
+}
+CONSOLE_GRANTS = {("kubefaas.io", "functions", "*any*", v) for v in ("create", "patch")}
+
+
+def test_gateway_rbac_is_what_the_gateway_code_calls() -> None:
     role = find(render(), "ClusterRole", "kubefaas-gateway")
     assert_least_privilege(role)
-    read = ("get", "list", "watch")
-    expected = {
-        *(("kubefaas.io", "functions", "*any*", v) for v in read),
-        *(("", "pods", "*any*", v) for v in read),
-        *(("discovery.k8s.io", "endpointslices", "*any*", v) for v in read),
-        *(("apps", "deployments", "*any*", v) for v in read),
-        *(("apps", "deployments/scale", "*any*", v) for v in ("get", "patch", "update")),
-        ("", "secrets", "*any*", "get"),  # invoke keys of token/jwt Functions
+    assert rule_triples(role["rules"]) == GATEWAY_GRANTS
+    with_console = find(render("console.enabled=true"), "ClusterRole", "kubefaas-gateway")
+    assert rule_triples(with_console["rules"]) == GATEWAY_GRANTS | CONSOLE_GRANTS
+
+
+def test_watched_namespaces_get_roles_and_cluster_roles_keep_discovery_only() -> None:
+    objects = render("watchNamespaces={team-a,team-b}", "console.enabled=true")
+    roles = {
+        (o["metadata"]["namespace"], o["metadata"]["name"]): o
+        for o in objects
+        if o["kind"] == "Role"
     }
-    assert rule_triples(role["rules"]) == expected
+    assert set(roles) == {
+        ("team-a", "kubefaas-operator"),
+        ("team-b", "kubefaas-operator"),
+        ("team-a", "kubefaas-gateway"),
+        ("team-b", "kubefaas-gateway"),
+        (NAMESPACE, "kubefaas-operator-gateway-pods"),
+    }
+    for role in roles.values():
+        assert_least_privilege(role)
+    everywhere = find(render(), "ClusterRole", "kubefaas-operator")["rules"]
+    operator_cluster = find(objects, "ClusterRole", "kubefaas-operator")["rules"]
+    operator_role = roles["team-a", "kubefaas-operator"]["rules"]
+    stats_role = roles[NAMESPACE, "kubefaas-operator-gateway-pods"]["rules"]
+    # Nothing lost, nothing cluster-wide but read-only discovery for kopf.
+    assert rule_triples(operator_cluster) | rule_triples(operator_role) | rule_triples(
+        stats_role
+    ) == rule_triples(everywhere)
+    assert {(g, r, v) for g, r, _, v in rule_triples(operator_cluster)} == {
+        ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
+        ("", "namespaces", "list"),
+        ("", "namespaces", "watch"),
+    }
+    assert rule_triples(stats_role) == {("", "pods", "*any*", v) for v in ("get", "list", "watch")}
+    assert rule_triples(roles["team-b", "kubefaas-gateway"]["rules"]) == (
+        GATEWAY_GRANTS | CONSOLE_GRANTS
+    )
+    assert not any(
+        o["kind"] in {"ClusterRole", "ClusterRoleBinding"}
+        and o["metadata"]["name"].endswith("-gateway")
+        for o in objects
+    )
+    bindings = [o for o in objects if o["kind"] == "RoleBinding"]
+    assert len(bindings) == len(roles)
+    for binding in bindings:
+        ns, name = binding["metadata"]["namespace"], binding["metadata"]["name"]
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": name,
+        }
+        component = "operator" if "-operator" in name else "gateway"
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": f"kubefaas-{component}", "namespace": NAMESPACE}
+        ], (ns, name)
 
 
 @pytest.mark.parametrize("sets", [(), ALL_FEATURES, REDIS], ids=["default", "all", "redis"])
@@ -584,8 +642,10 @@ def test_every_value_is_in_the_schema_and_every_schema_object_is_closed() -> Non
 # --- optional objects and the test hook ---------------------------------------------------
 
 
-def test_network_policies_and_service_monitor_only_when_enabled() -> None:
-    assert not {"NetworkPolicy", "ServiceMonitor"} & kinds(render())
+def test_network_policies_by_default_and_service_monitor_only_when_enabled() -> None:
+    assert "NetworkPolicy" in kinds(render())
+    assert "ServiceMonitor" not in kinds(render())
+    assert "NetworkPolicy" not in kinds(render("networkPolicy.enabled=false"))
     objects = render(*ALL_FEATURES)
     policies = {
         (o["metadata"]["namespace"], o["metadata"]["name"])
