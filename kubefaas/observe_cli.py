@@ -9,7 +9,9 @@ token from `--token` or `$KUBEFAAS_ADMIN_TOKEN`) `logs` reads the local mode's f
 store through `GET /system/logs`; with `--cluster` it reads the pod logs of every instance
 of the function through the API server instead (`kubefaas.kube_logs`). Lines are printed
 as the function wrote them: JSON lines, ready for `jq`. `usage` prints a table from
-`GET /system/usage`. Only the standard library is used for the gateway calls.
+`GET /system/usage`, with the admin token or a namespace token (`--token`, else
+`$KUBEFAAS_NAMESPACE_TOKEN`, else `$KUBEFAAS_ADMIN_TOKEN`). Only the standard library is
+used for the gateway calls.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, TextIO
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 TOKEN_ENV = "KUBEFAAS_ADMIN_TOKEN"
+NAMESPACE_TOKEN_ENV = "KUBEFAAS_NAMESPACE_TOKEN"
 REQUEST_TIMEOUT_SECONDS = 30.0
 FOLLOW_INTERVAL_SECONDS = 1.0
 PAGE = 1000
@@ -93,7 +96,14 @@ def add_commands(commands: Any) -> None:
     )
     usage.add_argument("--namespace", default=None, help="only this namespace")
     usage.add_argument("--json", action="store_true", help="print the rows as JSON")
-    _common(usage)
+    usage.add_argument(
+        "--gateway", default=DEFAULT_GATEWAY, help=f"gateway base URL (default {DEFAULT_GATEWAY})"
+    )
+    usage.add_argument(
+        "--token",
+        help=f"the admin token or a namespace token (default ${NAMESPACE_TOKEN_ENV}, "
+        f"else ${TOKEN_ENV}); a namespace token sees its own namespaces only",
+    )
     usage.set_defaults(handler=run_usage)
 
 
@@ -155,7 +165,13 @@ def run_usage(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if args.namespace:
         query["namespace"] = args.namespace
     try:
-        items = _client(args).get("/system/usage", query)["items"]
+        token = args.token or os.environ.get(NAMESPACE_TOKEN_ENV) or os.environ.get(TOKEN_ENV)
+        if not token:
+            raise ObserveError(
+                f"no token: pass --token, or set {NAMESPACE_TOKEN_ENV} (a namespace token) "
+                f"or {TOKEN_ENV} (the admin token)"
+            )
+        items = _Client(args.gateway, token).get("/system/usage", query)["items"]
     except ObserveError as exc:
         print(f"kubefaas usage: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     """`KUBEFAAS_ADMIN_TOKEN`, default unset: bearer token for admin routes
     (`/system/dead-letters`); while unset those routes answer 403 saying how to set it."""
 
+    namespace_tokens_secret: str | None = None
+    """`KUBEFAAS_NAMESPACE_TOKENS_SECRET`, default unset: `NAMESPACE/NAME` (or `NAME` in the
+    default namespace) of the Secret whose values are namespace tokens, each granting the
+    namespaces its key names (`tenants.py`; docs/architecture.md, "Namespace tokens")."""
+
     auth_default: Literal["none", "token"] = "none"
     """`KUBEFAAS_AUTH_DEFAULT`, default `none` (the chart sets `token`): invoke auth of a
     Function that has no `spec.auth` (docs/security.md)."""

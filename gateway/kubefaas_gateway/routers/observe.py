@@ -3,7 +3,9 @@
     GET /system/logs?function=ns/name[&invocation=ID][&since=SECONDS][&after=SEQ][&limit=N]
     GET /system/usage[?from=EPOCH][&to=EPOCH][&namespace=NS]
 
-Both need the admin bearer token (`admin.require_admin`). `/system/logs` reads the local
+`/system/logs` needs the admin bearer token (`admin.require_admin`); `/system/usage` the
+admin token or a namespace token (`tenants.py`), which then answers for its own namespaces
+only: 403 naming the namespace when another is asked for. `/system/logs` reads the local
 mode's function log store (404 with a message when the gateway keeps none: on a cluster,
 `kubefaas logs` reads pod logs through the API server); `after` is the `seq` of the last
 line already seen, which is how `kubefaas logs --follow` polls. `/system/usage` sums the
@@ -16,13 +18,14 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 
 from kubefaas_gateway.dependencies import SettingsDep, StateDep
 from kubefaas_gateway.errors import BadRequest, InvocationNotFound
 from kubefaas_gateway.routers.admin import require_admin
 from kubefaas_gateway.routers.json_errors import GatewayRoute
 from kubefaas_gateway.state import GatewayState
+from kubefaas_gateway.tenants import require_grant, tokens_for
 
 DEFAULT_USAGE_SECONDS = 30 * 86400
 MAX_LINES = 10_000
@@ -31,11 +34,10 @@ router = APIRouter(
     prefix="/system",
     tags=["admin"],
     route_class=GatewayRoute,
-    dependencies=[Depends(require_admin)],
 )
 
 
-@router.get("/logs")
+@router.get("/logs", dependencies=[Depends(require_admin)])
 async def function_logs(
     state: StateDep,
     settings: SettingsDep,
@@ -66,12 +68,19 @@ async def function_logs(
 
 @router.get("/usage")
 async def usage(
+    request: Request,
     state: StateDep,
     start: Annotated[float | None, Query(alias="from", ge=0, description="epoch s")] = None,
     end: Annotated[float | None, Query(alias="to", ge=0, description="epoch s")] = None,
     namespace: str | None = None,
 ) -> dict[str, Any]:
     """Requests, GB-seconds and cold starts per function over [from, to)."""
+    tokens = tokens_for(state.settings, state.secrets)
+    if not tokens.configured:
+        require_admin(request, state.settings)  # 403 saying how to set one when unset
+    grant = await require_grant(state.settings, tokens, request.scope["headers"])
+    if namespace is not None:
+        grant.require(namespace, "read usage")
     meter = state.observe.meter if state.observe is not None else None
     if meter is None:
         raise InvocationNotFound("metering is off on this gateway (KUBEFAAS_METERING)")
@@ -81,6 +90,7 @@ async def usage(
     if start >= end:
         raise BadRequest(f"`from` ({start:g}) must be before `to` ({end:g})")
     items = await asyncio.to_thread(meter.usage, start=start, end=end, namespace=namespace)
+    items = [item for item in items if grant.allows(item["namespace"])]
     return {"from": start, "to": end, "namespace": namespace, "items": items}
 
 
