@@ -92,6 +92,14 @@ def _shot(driver: object, name: str) -> None:
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))  # type: ignore[attr-defined]
 
 
+def _notice(driver: object) -> str:
+    """The notice of the page a form post led to (waited for: the post may still load)."""
+    from selenium.webdriver.common.by import By
+
+    found = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "p.ok"), "the notice")  # type: ignore[attr-defined]
+    return str(found[0].text)  # type: ignore[index]
+
+
 def _api_message(document: dict[str, object]) -> str:
     """What the Function API says about `document` (the model the CRD is generated from)."""
     try:
@@ -199,10 +207,10 @@ def test_console_login_edit_deploy_test_async(
     assert find(By.ID, f"inv-{failed_id}").get_attribute("data-status") == "dead"
     _shot(driver, "async")
     row.find_element(By.CSS_SELECTOR, "button.redrive").click()
-    assert find(By.CSS_SELECTOR, "p.ok").text == f"redriven: {failed_id}"
+    assert _notice(driver) == f"redriven: {failed_id}"
     row = _wait(dead_letter, "the redriven event to be dead again")[0]  # type: ignore[index]
     row.find_element(By.CSS_SELECTOR, "button.danger").click()
-    assert find(By.CSS_SELECTOR, "p.ok").text == f"purged: {failed_id}"
+    assert _notice(driver) == f"purged: {failed_id}"
     assert driver.find_elements(By.ID, f"dead-{failed_id}") == []  # type: ignore[attr-defined]
 
     # A bad field: the API's own message, next to that field; nothing is written.
