@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from kubefaas import wire
 from kubefaas.api import Function
-from kubefaas_gateway.console import auth, forms
+from kubefaas_gateway.console import auth, forms, test_logs
 from kubefaas_gateway.console.pages import (
     form_data,
     pretty,
@@ -131,6 +131,35 @@ async def deploy(request: Request, namespace: str, name: str, session: SessionDe
     return _page(request, session, current, deployed=message, store_where=store.where)
 
 
+@router.post("/{namespace}/{name}/delete")
+async def delete(request: Request, namespace: str, name: str, session: SessionDep) -> Response:
+    """Delete the function (the page's Delete, confirmed in the browser first)."""
+    submitted = await form_data(request)
+    auth.check_csrf(session, submitted.get("csrf"))
+    fn = _function(request, session, namespace, name, "delete functions")
+    if submitted.get("confirm") != fn.name:
+        return _page(
+            request,
+            session,
+            fn,
+            status=422,
+            deploy_error=f"not deleted: type the function's name ({fn.name}) to confirm",
+        )
+    store = await store_of(request)
+    try:
+        message = await store.delete(fn.namespace, fn.name)
+    except DeployError as exc:
+        return _page(
+            request,
+            session,
+            fn,
+            deploy_error=exc.message,
+            forbidden=isinstance(exc, DeployForbidden),
+            status=403 if isinstance(exc, DeployForbidden) else 502,
+        )
+    return RedirectResponse(f"/console/functions?notice={quote(message)}", status_code=303)
+
+
 new_router = APIRouter(prefix="/console/new", include_in_schema=False)
 
 
@@ -238,6 +267,7 @@ async def test(request: Request, namespace: str, name: str, session: SessionDep)
             }
     except (aiohttp.ClientError, TimeoutError) as exc:
         result = {"error": f"could not reach the gateway at {path}: {exc!r}"}
+    state = state_of(request)
     if is_async and result.get("status") == 202:
         try:
             invocation_id = json.loads(text)["invocationId"]
@@ -246,4 +276,11 @@ async def test(request: Request, namespace: str, name: str, session: SessionDep)
         if invocation_id:
             recent_async(request).appendleft((str(invocation_id), fn.key))
             result["invocation_id"] = invocation_id
+            result["record"] = await test_logs.async_outcome(state, str(invocation_id))
+    elif "status" in result:
+        answered_id = dict(result["headers"]).get(wire.INVOCATION_ID_NAME)
+        if answered_id:
+            result["invocation_id_sync"] = answered_id
+            result["logs"] = await test_logs.sync_logs(state, answered_id)
+    result["keeps_logs"] = state.observe is not None and state.observe.logs is not None
     return _page(request, session, fn, test=test_form, result=result)

@@ -152,10 +152,10 @@ def function_rows(
 
 
 @router.get("/functions")
-async def functions(request: Request, session: SessionDep) -> Response:
+async def functions(request: Request, session: SessionDep, notice: str | None = None) -> Response:
     state = state_of(request)
     base = str(request.base_url).rstrip("/")
     # Off the event loop, as the sampler does (history.sample_forever).
     live = await asyncio.to_thread(history.read, state.metrics)
     rows = function_rows(state, base, live, session.grant)
-    return render(request, "functions.html", session, namespaces=rows)
+    return render(request, "functions.html", session, namespaces=rows, notice=notice)
