@@ -21,7 +21,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 
 from kubefaas_gateway.dependencies import SettingsDep, StateDep
-from kubefaas_gateway.errors import BadRequest, InvocationNotFound
+from kubefaas_gateway.errors import BadRequest, InvocationNotFound, NoCapacity
 from kubefaas_gateway.routers.admin import require_admin
 from kubefaas_gateway.routers.json_errors import GatewayRoute
 from kubefaas_gateway.state import GatewayState
@@ -89,7 +89,10 @@ async def usage(
     start = end - DEFAULT_USAGE_SECONDS if start is None else start
     if start >= end:
         raise BadRequest(f"`from` ({start:g}) must be before `to` ({end:g})")
-    items = await asyncio.to_thread(meter.usage, start=start, end=end, namespace=namespace)
+    try:
+        items = await asyncio.to_thread(meter.usage, start=start, end=end, namespace=namespace)
+    except Exception as exc:  # the shared usage store (Redis) is unreachable: retry later
+        raise NoCapacity(f"the usage store is unavailable ({exc}); retry") from None
     items = [item for item in items if grant.allows(item["namespace"])]
     return {"from": start, "to": end, "namespace": namespace, "items": items}
 
