@@ -86,7 +86,8 @@ class Settings(BaseSettings):
     `/internal/stats` need `Authorization: Bearer <token>` (or the admin token)."""
     console_enabled: bool = False
     """`KUBEFAAS_CONSOLE_ENABLED`, default false: serve the web console at `/console`
-    (docs/console.md); it logs in with the admin token, so it needs one set."""
+    (docs/console.md); it logs in with the admin token or a namespace token, so it needs
+    one of them set."""
 
     default_namespace: str = DEFAULT_NAMESPACE
     """`KUBEFAAS_DEFAULT_NAMESPACE`, default `default`: namespace of `/function/{name}`."""
