@@ -130,6 +130,19 @@ def test_usage_with_a_namespace_token_answers_for_its_namespaces_only(
     assert _wait(lambda: gateway.client.get(usage, headers=_bearer(TEAM_A)).status_code == 401)
     assert _namespaces(gateway.client.get(usage, headers=_bearer(TEAM_A_NEXT))) == {"team-a"}
 
+    # `kubefaas logs` with a namespace token: its namespace's functions, not another's.
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        argv = ["logs", "team-a/echo", "--gateway", gateway.url, "--token", TEAM_A_NEXT]
+        assert observe_cli.main(argv) == 0
+    reports = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["function"] for r in reports if r.get("type") == "REPORT"] == ["team-a/echo"]
+    refused = gateway.client.get(
+        "/system/logs", params={"function": "team-b/echo"}, headers=_bearer(TEAM_A_NEXT)
+    )
+    assert refused.status_code == 403
+    assert "may not read logs in namespace 'team-b'" in refused.json()["error"]["message"]
+
     # One token for two namespaces (`team-a_team-b.ci`).
     _token_files(manifest_dir, {"team-a_team-b.ci": "ci-token-for-both-teams"})
     both = _wait(
