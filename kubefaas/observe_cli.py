@@ -4,8 +4,9 @@
                   [--gateway URL | --cluster [--kubeconfig PATH]]
     kubefaas usage [--by function|namespace] [--since 30d] [--namespace NS] [--json]
 
-See docs/logs.md. Against a gateway (`--gateway`, default http://127.0.0.1:8080, admin
-token from `--token` or `$KUBEFAAS_ADMIN_TOKEN`) `logs` reads the local mode's function log
+See docs/logs.md. Against a gateway (`--gateway`, default http://127.0.0.1:8080, the
+admin token or a namespace token from `--token`, else `$KUBEFAAS_NAMESPACE_TOKEN`, else
+`$KUBEFAAS_ADMIN_TOKEN`) `logs` reads the local mode's function log
 store through `GET /system/logs`; with `--cluster` it reads the pod logs of every instance
 of the function through the API server instead (`kubefaas.kube_logs`). Lines are printed
 as the function wrote them: JSON lines, ready for `jq`. `usage` prints a table from
@@ -29,6 +30,7 @@ from typing import Any, TextIO
 
 DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 TOKEN_ENV = "KUBEFAAS_ADMIN_TOKEN"
+NAMESPACE_TOKEN_ENV = "KUBEFAAS_NAMESPACE_TOKEN"
 REQUEST_TIMEOUT_SECONDS = 30.0
 FOLLOW_INTERVAL_SECONDS = 1.0
 PAGE = 1000
@@ -59,7 +61,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gateway", default=DEFAULT_GATEWAY, help=f"gateway base URL (default {DEFAULT_GATEWAY})"
     )
-    parser.add_argument("--token", help=f"admin bearer token (default ${TOKEN_ENV})")
+    parser.add_argument(
+        "--token",
+        help=f"the admin token or a namespace token (default ${NAMESPACE_TOKEN_ENV}, "
+        f"else ${TOKEN_ENV}); a namespace token sees its own namespaces only",
+    )
 
 
 def add_commands(commands: Any) -> None:
@@ -214,7 +220,9 @@ class _Client:
             message = ""
             with contextlib.suppress(ValueError, KeyError, TypeError):
                 message = str(json.loads(exc.read())["error"]["message"])
-            hint = f" (check --token / ${TOKEN_ENV})" if exc.code == 401 else ""
+            hint = (
+                f" (check --token, ${NAMESPACE_TOKEN_ENV}, ${TOKEN_ENV})" if exc.code == 401 else ""
+            )
             raise ObserveError(
                 f"{exc.code} {exc.reason}: {message or 'no details'}{hint}"
             ) from None
@@ -230,10 +238,11 @@ class _Client:
 
 
 def _client(args: argparse.Namespace) -> _Client:
-    token = args.token or os.environ.get(TOKEN_ENV)
+    token = args.token or os.environ.get(NAMESPACE_TOKEN_ENV) or os.environ.get(TOKEN_ENV)
     if not token:
         raise ObserveError(
-            f"no admin token: pass --token or set {TOKEN_ENV} (the gateway's own value)"
+            f"no token: pass --token, or set {NAMESPACE_TOKEN_ENV} (a namespace token) "
+            f"or {TOKEN_ENV} (the admin token)"
         )
     return _Client(args.gateway, token)
 

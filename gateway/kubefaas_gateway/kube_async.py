@@ -192,6 +192,10 @@ class KubeClient:
         query = [("fieldManager", field_manager), ("force", "true")]
         return await self._json("PATCH", path, body=body, query=query, content_type=APPLY_PATCH)
 
+    async def delete(self, path: str) -> dict[str, Any]:
+        """Delete the object at `path` (the console's Delete, docs/console.md)."""
+        return await self._json("DELETE", path)
+
     async def close(self) -> None:
         await self._client.close()
 

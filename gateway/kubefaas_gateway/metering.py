@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter
 
@@ -51,6 +51,19 @@ def billed_milliseconds(duration_ms_text: bytes) -> int:
     """The runtime's rule (`kubefaas_runtime.logs.billed_milliseconds`, which the gateway
     does not import): the reported duration rounded up to the millisecond, at least 1."""
     return max(1, math.ceil(float(duration_ms_text)))
+
+
+class UsageSink(Protocol):
+    """Where the per-minute sums are kept: `UsageStore` (SQLite, one gateway) or
+    `usage_redis.RedisUsageStore` (shared by every replica)."""
+
+    def add(self, rows: Sequence[tuple[int, str, str, int, int, int]]) -> None: ...
+
+    def totals(
+        self, *, start: float, end: float, namespace: str | None
+    ) -> list[tuple[str, str, int, int, int]]: ...
+
+    def close(self) -> None: ...
 
 
 class UsageStore:
@@ -105,7 +118,7 @@ def _minute(epoch: float) -> int:
 class Metering:
     """The counters and the pending per-minute sums; `bill` is on the invoke path."""
 
-    def __init__(self, registry: CollectorRegistry, store: UsageStore | None) -> None:
+    def __init__(self, registry: CollectorRegistry, store: UsageSink | None) -> None:
         labels = ["namespace", "function"]
         self.requests = Counter(
             "kubefaas_usage_requests",
@@ -171,7 +184,16 @@ class Metering:
         with self._lock:
             pending, self._pending = self._pending, {}
         if pending and self._store is not None:
-            self._store.add([(*key, *sums) for key, sums in pending.items()])  # type: ignore[misc]
+            try:
+                self._store.add([(*key, *sums) for key, sums in pending.items()])  # type: ignore[misc]
+            except Exception:
+                # Keep the sums for the next flush (a shared store can be briefly away).
+                with self._lock:
+                    for key, sums in pending.items():
+                        mine = self._pending.setdefault(key, [0, 0, 0])
+                        for i, value in enumerate(sums):
+                            mine[i] += value
+                raise
 
     def usage(self, *, start: float, end: float, namespace: str | None) -> list[dict[str, Any]]:
         """Usage per function over [start, end), minute granularity (see `UsageStore`)."""

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from kubefaas_gateway import logstore, metering
 from kubefaas_gateway.backends.base import Backend
 from kubefaas_gateway.logstore import FunctionLogStore
-from kubefaas_gateway.metering import Metering, UsageStore
+from kubefaas_gateway.metering import Metering, UsageSink, UsageStore
 from kubefaas_gateway.metrics import Metrics
 from kubefaas_gateway.settings import Settings
+from kubefaas_gateway.usage_redis import RedisUsageStore
 
 log = logging.getLogger("kubefaas.gateway.observe")
 
@@ -74,9 +75,13 @@ def attach(settings: Settings, backend: Backend, metrics: Metrics) -> Observabil
         backend.output_sink = logs.append
     meter = None
     if settings.metering:
-        store = None
+        store: UsageSink | None = None
         try:
-            store = UsageStore(settings.state_dir / metering.FILE_NAME)
+            if settings.redis_url:
+                # Shared by every replica (docs/logs.md, "Usage across replicas").
+                store = RedisUsageStore(settings.redis_url, prefix=settings.redis_prefix)
+            else:
+                store = UsageStore(settings.state_dir / metering.FILE_NAME)
         except (OSError, sqlite3.Error) as exc:
             # Counters still work; only the durable usage API has nothing to read.
             log.warning("usage is not kept: cannot open %s (%s)", settings.state_dir, exc)

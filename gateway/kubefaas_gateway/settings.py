@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     """`KUBEFAAS_ADMIN_TOKEN`, default unset: bearer token for admin routes
     (`/system/dead-letters`); while unset those routes answer 403 saying how to set it."""
 
+    namespace_tokens_secret: str | None = None
+    """`KUBEFAAS_NAMESPACE_TOKENS_SECRET`, default unset: `NAMESPACE/NAME` (or `NAME` in the
+    default namespace) of the Secret whose values are namespace tokens, each granting the
+    namespaces its key names (`tenants.py`; docs/architecture.md, "Namespace tokens")."""
+
     auth_default: Literal["none", "token"] = "none"
     """`KUBEFAAS_AUTH_DEFAULT`, default `none` (the chart sets `token`): invoke auth of a
     Function that has no `spec.auth` (docs/security.md)."""
@@ -81,7 +86,8 @@ class Settings(BaseSettings):
     `/internal/stats` need `Authorization: Bearer <token>` (or the admin token)."""
     console_enabled: bool = False
     """`KUBEFAAS_CONSOLE_ENABLED`, default false: serve the web console at `/console`
-    (docs/console.md); it logs in with the admin token, so it needs one set."""
+    (docs/console.md); it logs in with the admin token or a namespace token, so it needs
+    one of them set."""
 
     default_namespace: str = DEFAULT_NAMESPACE
     """`KUBEFAAS_DEFAULT_NAMESPACE`, default `default`: namespace of `/function/{name}`."""

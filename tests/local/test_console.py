@@ -11,6 +11,7 @@ screenshot under tests/local/artifacts/console/ (gitignored; docs/console/ keeps
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -90,6 +91,14 @@ def _wait(check: Callable[[], object], what: str, timeout: float = WAIT_SECONDS)
 def _shot(driver: object, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))  # type: ignore[attr-defined]
+
+
+def _notice(driver: object) -> str:
+    """The notice of the page a form post led to (waited for: the post may still load)."""
+    from selenium.webdriver.common.by import By
+
+    found = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "p.ok"), "the notice")  # type: ignore[attr-defined]
+    return str(found[0].text)  # type: ignore[index]
 
 
 def _api_message(document: dict[str, object]) -> str:
@@ -199,10 +208,10 @@ def test_console_login_edit_deploy_test_async(
     assert find(By.ID, f"inv-{failed_id}").get_attribute("data-status") == "dead"
     _shot(driver, "async")
     row.find_element(By.CSS_SELECTOR, "button.redrive").click()
-    assert find(By.CSS_SELECTOR, "p.ok").text == f"redriven: {failed_id}"
+    assert _notice(driver) == f"redriven: {failed_id}"
     row = _wait(dead_letter, "the redriven event to be dead again")[0]  # type: ignore[index]
     row.find_element(By.CSS_SELECTOR, "button.danger").click()
-    assert find(By.CSS_SELECTOR, "p.ok").text == f"purged: {failed_id}"
+    assert _notice(driver) == f"purged: {failed_id}"
     assert driver.find_elements(By.ID, f"dead-{failed_id}") == []  # type: ignore[attr-defined]
 
     # A bad field: the API's own message, next to that field; nothing is written.
@@ -315,3 +324,175 @@ def test_console_without_an_admin_token_says_how_to_set_one(
     # No token configured never means open: every token is wrong.
     assert gateway.client.post("/console/login", data={"token": ""}).status_code == 401
     assert gateway.client.get("/console/functions").status_code == 303
+
+
+TEAM_A = "console-team-a-token"
+TALK = """\
+import logging
+
+def handler(event, context):
+    print("talking to", event.get("name"))
+    logging.warning("warned %s", event.get("name"))
+    return {"said": event.get("name")}
+"""
+
+
+def _tenant_folder(manifest_dir: ManifestDir) -> None:
+    """The examples (namespace default), `talk` in team-a, `echo` in team-b, and team-a's
+    namespace token in the mounted-Secret file layout (so a test can revoke it)."""
+    for example in EXAMPLES.glob("*.yaml"):
+        shutil.copy(example, manifest_dir.path / example.name)
+    manifest_dir.add_function("talk", TALK, namespace="team-a")
+    manifest_dir.add_function("echo", "def handler(event, context):\n    return event\n",
+                              namespace="team-b")  # fmt: skip
+    folder = manifest_dir.path / "secrets" / "default" / "kubefaas-namespace-tokens"
+    folder.mkdir(parents=True)
+    (folder / "team-a").write_text(TEAM_A)
+
+
+@pytest.fixture
+def tenant_gateway(
+    manifest_dir: ManifestDir, start_gateway: Callable[..., RunningGateway]
+) -> RunningGateway:
+    _tenant_folder(manifest_dir)
+    return start_gateway(
+        manifest_dir.path,
+        env={
+            "KUBEFAAS_ADMIN_TOKEN": TOKEN,
+            "KUBEFAAS_NAMESPACE_TOKENS_SECRET": "kubefaas-namespace-tokens",
+            "KUBEFAAS_SECRET_CACHE_SECONDS": "0.2",
+            "KUBEFAAS_ASYNC_RETRY_BASE_SECONDS": "0.2",
+        },
+        extra_args=("--console",),
+    )
+
+
+def _log_in(driver: object, base: str, token: str) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    driver.get(f"{base}/console/login")  # type: ignore[attr-defined]
+    field = driver.find_element(By.ID, "token")  # type: ignore[attr-defined]
+    field.send_keys(token)
+    field.send_keys(Keys.ENTER)
+    _wait(lambda: driver.current_url.endswith("/console/functions"), "the functions page")  # type: ignore[attr-defined]
+
+
+def test_console_namespace_login_sees_its_namespace_tests_with_logs_and_deletes(
+    tenant_gateway: RunningGateway, manifest_dir: ManifestDir, browser: object
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    find = driver.find_element  # type: ignore[attr-defined]
+    base = tenant_gateway.url
+
+    # Log in with team-a's namespace token: only team-a's function is listed.
+    driver.get(f"{base}/console/login")  # type: ignore[attr-defined]
+    assert find(By.CSS_SELECTOR, "label[for=token]").text == "Admin or namespace token"
+    _log_in(driver, base, TEAM_A)
+    rows = driver.find_elements(By.CSS_SELECTOR, "tr[data-function]")  # type: ignore[attr-defined]
+    assert [row.get_attribute("data-function") for row in rows] == ["team-a/talk"]
+    assert find(By.ID, "who").text == "Logged in: namespace team-a"
+    _shot(driver, "namespace-functions")
+
+    # Another namespace's function page is refused, saying why.
+    driver.get(f"{base}/console/functions/team-b/echo")  # type: ignore[attr-defined]
+    assert "may not see functions in namespace 'team-b'" in find(By.TAG_NAME, "body").text
+
+    # A sync test shows the invocation's own log lines, ending with its REPORT line.
+    driver.get(f"{base}/console/functions/team-a/talk")  # type: ignore[attr-defined]
+    find(By.ID, "send").click()
+    logs = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#result-logs li"), "the logs")  # type: ignore[attr-defined]
+    invocation_id = find(By.CSS_SELECTOR, "dd[data-header='x-invocation-id']").text
+    texts = [line.text for line in logs]  # type: ignore[attr-defined]
+    assert texts[:2] == ["INFO stdout talking to console", "WARNING root warned console"]
+    assert texts[-1].startswith(f"REPORT RequestId: {invocation_id} Duration: ")
+    assert logs[-1].get_attribute("data-type") == "REPORT"  # type: ignore[index]
+    _shot(driver, "test-logs")
+
+    # An async test waits for the record and shows each attempt's lines.
+    find(By.ID, "mode-async").click()
+    find(By.ID, "send").click()
+    outcome = _wait(lambda: driver.find_elements(By.ID, "async-outcome"), "the async outcome")[0]  # type: ignore[attr-defined,index]
+    assert outcome.get_attribute("data-status") == "succeeded"
+    async_id = find(By.ID, "async-link").text
+    attempt = [li.text for li in driver.find_elements(By.CSS_SELECTOR, "#logs-attempt-1 li")]  # type: ignore[attr-defined]
+    assert attempt[0] == "INFO stdout talking to console"
+    assert attempt[-1].startswith(f"REPORT RequestId: {async_id} ")
+    assert find(By.ID, "async-result").text == '{"said": "console"}'
+
+    # Delete, confirmed by typing the name: the manifest file goes, the URL answers 404.
+    talk_file = manifest_dir.path / "team-a-talk.yaml"
+    assert talk_file.exists()
+    find(By.ID, "confirm-delete").send_keys("talk")
+    _shot(driver, "delete")
+    find(By.ID, "delete").click()
+    notice = _wait(lambda: driver.find_elements(By.ID, "notice"), "the delete notice")[0]  # type: ignore[attr-defined,index]
+    assert notice.text.startswith("removed team-a-talk.yaml and reloaded ")
+    assert not talk_file.exists()
+    assert driver.find_elements(By.CSS_SELECTOR, "tr[data-function]") == []  # type: ignore[attr-defined]
+    assert tenant_gateway.invoke("talk", {}, namespace="team-a").status_code == 404
+
+    # The admin token still sees every namespace.
+    find(By.CSS_SELECTOR, "form.logout button").click()
+    _wait(lambda: driver.current_url.endswith("/console/login"), "the login form")  # type: ignore[attr-defined]
+    _log_in(driver, base, TOKEN)
+    listed = {
+        row.get_attribute("data-function")
+        for row in driver.find_elements(By.CSS_SELECTOR, "tr[data-function]")  # type: ignore[attr-defined]
+    }
+    assert "team-b/echo" in listed
+    assert "default/hello" in listed
+    assert find(By.ID, "who").text == "Logged in: admin"
+
+
+def _csrf(page: httpx.Response) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found, page.text[:500]
+    return found.group(1)
+
+
+def test_console_namespace_session_cannot_touch_other_namespaces(
+    tenant_gateway: RunningGateway, manifest_dir: ManifestDir
+) -> None:
+    with httpx.Client(base_url=tenant_gateway.url, follow_redirects=False) as client:
+        assert client.post("/console/login", data={"token": TEAM_A}).status_code == 303
+        csrf = _csrf(client.get("/console/functions/team-a/talk"))
+        before = (manifest_dir.path / "team-b-echo.yaml").read_text()
+        for action, form in (
+            ("deploy", {"maxScale": "2", "env": ""}),
+            ("test", {"mode": "sync", "event": "{}"}),
+            ("delete", {"confirm": "echo"}),
+        ):
+            path = f"/console/functions/team-b/echo/{action}"
+            refused = client.post(path, data=form | {"csrf": csrf})
+            assert refused.status_code == 403, action
+            assert "namespace 'team-b'" in refused.json()["detail"]
+        assert (manifest_dir.path / "team-b-echo.yaml").read_text() == before
+        new = client.post(
+            "/console/new", data={"csrf": csrf, "name": "sneaky", "namespace": "team-b"}
+        )
+        assert new.status_code == 403
+        assert "may not deploy functions in namespace &#39;team-b&#39;" in new.text
+        assert not list(manifest_dir.path.glob("*sneaky*"))
+
+        # Another namespace's dead letter: not listed, and not redriven.
+        accepted = tenant_gateway.client.post("/async-function/fail", json={"x": 1})
+        dead_id = accepted.json()["invocationId"]
+        admin = {"Authorization": f"Bearer {TOKEN}"}
+
+        def dead() -> bool:
+            listed = tenant_gateway.client.get("/system/dead-letters", headers=admin).json()
+            return any(item["invocationId"] == dead_id for item in listed["items"])
+
+        _wait(dead, "the dead letter")
+        assert dead_id not in client.get("/console/async").text
+        redrive = client.post(f"/console/async/dead-letters/{dead_id}/redrive", data={"csrf": csrf})
+        assert redrive.status_code == 403
+        assert "namespace 'default'" in redrive.json()["detail"]
+
+        # Revoking the token (its key removed from the Secret) ends the session.
+        (manifest_dir.path / "secrets/default/kubefaas-namespace-tokens/team-a").unlink()
+        _wait(lambda: client.get("/console/functions").status_code == 303, "the session to end")
+        assert client.post("/console/login", data={"token": TEAM_A}).status_code == 401

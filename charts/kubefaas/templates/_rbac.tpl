@@ -75,9 +75,10 @@ apply of Functions (console/store.py: create and patch).
   resources: ["secrets"]
   verbs: ["get"]
 {{- if .Values.console.enabled }}
-# The console's Deploy: create or update Functions (server-side apply).
+# The console's Deploy and Delete: create or update Functions (server-side apply),
+# delete them.
 - apiGroups: ["kubefaas.io"]
   resources: ["functions"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "patch", "delete"]
 {{- end }}
 {{- end -}}

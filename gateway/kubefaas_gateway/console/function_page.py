@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from kubefaas import wire
 from kubefaas.api import Function
-from kubefaas_gateway.console import auth, forms
+from kubefaas_gateway.console import auth, forms, test_logs
 from kubefaas_gateway.console.pages import (
     form_data,
     pretty,
@@ -45,7 +45,10 @@ TEST_DEFAULTS = {
 }
 
 
-def _function(request: Request, namespace: str, name: str) -> Function:
+def _function(
+    request: Request, session: auth.Session, namespace: str, name: str, what: str
+) -> Function:
+    auth.require_namespace(session, namespace, what)
     fn = state_of(request).registry.get(f"{namespace}/{name}")
     if fn is None:
         raise HTTPException(status_code=404, detail=f"no function {namespace}/{name}")
@@ -89,7 +92,7 @@ def _page(
 
 @router.get("/{namespace}/{name}")
 async def show(request: Request, namespace: str, name: str, session: SessionDep) -> Response:
-    fn = _function(request, namespace, name)
+    fn = _function(request, session, namespace, name, "see functions")
     store = getattr(request.app.state, "console_store", None)
     where = store.where if store is not None else "the Kubernetes API server"
     return _page(request, session, fn, store_where=where)
@@ -99,7 +102,7 @@ async def show(request: Request, namespace: str, name: str, session: SessionDep)
 async def deploy(request: Request, namespace: str, name: str, session: SessionDep) -> Response:
     submitted = await form_data(request)
     auth.check_csrf(session, submitted.get("csrf"))
-    fn = _function(request, namespace, name)
+    fn = _function(request, session, namespace, name, "deploy functions")
     document, form, valid = forms.apply_form(function_document(fn), submitted)
     if valid is None:
         return _page(
@@ -128,12 +131,45 @@ async def deploy(request: Request, namespace: str, name: str, session: SessionDe
     return _page(request, session, current, deployed=message, store_where=store.where)
 
 
+@router.post("/{namespace}/{name}/delete")
+async def delete(request: Request, namespace: str, name: str, session: SessionDep) -> Response:
+    """Delete the function (the page's Delete, confirmed in the browser first)."""
+    submitted = await form_data(request)
+    auth.check_csrf(session, submitted.get("csrf"))
+    fn = _function(request, session, namespace, name, "delete functions")
+    if submitted.get("confirm") != fn.name:
+        return _page(
+            request,
+            session,
+            fn,
+            status=422,
+            deploy_error=f"not deleted: type the function's name ({fn.name}) to confirm",
+        )
+    store = await store_of(request)
+    try:
+        message = await store.delete(fn.namespace, fn.name)
+    except DeployError as exc:
+        return _page(
+            request,
+            session,
+            fn,
+            deploy_error=exc.message,
+            forbidden=isinstance(exc, DeployForbidden),
+            status=403 if isinstance(exc, DeployForbidden) else 502,
+        )
+    return RedirectResponse(f"/console/functions?notice={quote(message)}", status_code=303)
+
+
 new_router = APIRouter(prefix="/console/new", include_in_schema=False)
 
 
 @new_router.get("")
 async def new_form(request: Request, session: SessionDep) -> Response:
-    document = forms.new_document("", state_of(request).settings.default_namespace)
+    namespaces = session.grant.namespaces
+    default = state_of(request).settings.default_namespace
+    if namespaces is not None and default not in namespaces:
+        default = sorted(namespaces)[0]
+    document = forms.new_document("", default)
     return render(request, "new.html", session, form=forms.form_of(document, None), error=None)
 
 
@@ -145,6 +181,16 @@ async def create(request: Request, session: SessionDep) -> Response:
     name = submitted.get("name", "").strip()
     namespace = submitted.get("namespace", "").strip() or "default"
     base = forms.new_document(name, namespace)
+    if not session.grant.allows(namespace):
+        form = forms.form_of(base, None)
+        form.name, form.namespace = name, namespace
+        assert session.grant.namespaces is not None
+        form.errors["namespace"] = [
+            f"metadata.namespace: you are logged in with a namespace token for "
+            f"{', '.join(sorted(session.grant.namespaces))}; it may not deploy functions in "
+            f"namespace {namespace!r}"
+        ]
+        return render(request, "new.html", session, 403, form=form, error=None)
     if state_of(request).registry.get(f"{namespace}/{name}") is not None:
         form = forms.form_of(base, None)
         form.errors["name"] = [f"metadata.name: function {namespace}/{name} exists already"]
@@ -177,7 +223,7 @@ def _headers(text: str) -> list[tuple[str, str]]:
 async def test(request: Request, namespace: str, name: str, session: SessionDep) -> Response:
     submitted = await form_data(request)
     auth.check_csrf(session, submitted.get("csrf"))
-    fn = _function(request, namespace, name)
+    fn = _function(request, session, namespace, name, "test functions")
     test_form = {key: submitted.get(key, value) for key, value in TEST_DEFAULTS.items()}
     is_async = test_form["mode"] == "async"
     if fn.spec.event_format == "http" and not is_async:
@@ -221,6 +267,7 @@ async def test(request: Request, namespace: str, name: str, session: SessionDep)
             }
     except (aiohttp.ClientError, TimeoutError) as exc:
         result = {"error": f"could not reach the gateway at {path}: {exc!r}"}
+    state = state_of(request)
     if is_async and result.get("status") == 202:
         try:
             invocation_id = json.loads(text)["invocationId"]
@@ -229,4 +276,11 @@ async def test(request: Request, namespace: str, name: str, session: SessionDep)
         if invocation_id:
             recent_async(request).appendleft((str(invocation_id), fn.key))
             result["invocation_id"] = invocation_id
+            result["record"] = await test_logs.async_outcome(state, str(invocation_id))
+    elif "status" in result:
+        answered_id = dict(result["headers"]).get(wire.INVOCATION_ID_NAME)
+        if answered_id:
+            result["invocation_id_sync"] = answered_id
+            result["logs"] = await test_logs.sync_logs(state, answered_id)
+    result["keeps_logs"] = state.observe is not None and state.observe.logs is not None
     return _page(request, session, fn, test=test_form, result=result)

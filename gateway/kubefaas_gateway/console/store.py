@@ -9,6 +9,10 @@
   door to the API server (`kube_async.KubeClient.apply`), with the gateway's rights; a 403
   becomes `DeployForbidden` saying which permission is missing.
 
+Delete is the other write: local mode removes the Function's document from its manifest
+file (the file itself when it held nothing else) and reloads; on a cluster it is a
+`DELETE` of the Function through the same door (verb `delete`, granted with the console).
+
 Another way to deploy (a user's own token once namespace tokens exist, a packaging
 upload) is one more class with the same two methods.
 """
@@ -53,6 +57,10 @@ class FunctionStore(Protocol):
         """Create or update the Function `document` (valid); a message saying what happened."""
         ...
 
+    async def delete(self, namespace: str, name: str) -> str:
+        """Delete the Function namespace/name; a message saying what happened."""
+        ...
+
 
 class FolderStore:
     """Local mode: the served folder is the source of truth (see the module docstring)."""
@@ -95,6 +103,35 @@ class FolderStore:
         tmp.replace(target)
         return target
 
+    async def delete(self, namespace: str, name: str) -> str:
+        async with self._lock:
+            message = await asyncio.to_thread(self._remove, namespace, name)
+            self.reload()
+        return message
+
+    def _remove(self, namespace: str, name: str) -> str:
+        if self._directory.is_file():
+            raise DeployError(f"{self._directory} is a file; delete needs a served folder")
+        target = self._file_of(name, namespace)
+        if target is None:
+            raise DeployError(
+                f"no manifest of Function {namespace}/{name} in {self._directory} "
+                "(it was removed already)"
+            )
+        text = target.read_text(encoding="utf-8")
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+        kept = [d for d in documents if not _is(d, name, namespace)]
+        if not kept:
+            target.unlink()
+            return f"removed {target.name} and reloaded {self._directory}"
+        header = "".join(
+            line + "\n" for line in _leading(text.splitlines(), lambda s: s.startswith("#"))
+        )
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(header + _dump(kept), encoding="utf-8")
+        tmp.replace(target)
+        return f"removed {namespace}/{name} from {target.name} and reloaded {self._directory}"
+
     def _file_of(self, name: str, namespace: str) -> Path | None:
         for path in sorted(self._directory.iterdir()):
             if path.suffix not in MANIFEST_SUFFIXES:
@@ -128,6 +165,8 @@ class KubeApply(Protocol):
         self, path: str, body: dict[str, Any], *, field_manager: str
     ) -> dict[str, Any]: ...
 
+    async def delete(self, path: str) -> dict[str, Any]: ...
+
     async def close(self) -> None: ...
 
 
@@ -157,6 +196,23 @@ class ClusterStore:
                 ) from None
             raise DeployError(f"the API server answered {exc.status}: {exc.message}") from None
         return f"applied Function {namespace}/{name} to the cluster"
+
+    async def delete(self, namespace: str, name: str) -> str:
+        path = f"/apis/kubefaas.io/v1alpha1/namespaces/{namespace}/functions/{name}"
+        try:
+            await self._kube.delete(path)
+        except ApiError as exc:
+            if exc.status == 403:
+                raise DeployForbidden(
+                    f"the API server refused: the gateway's service account may not delete "
+                    f"Functions in namespace {namespace!r} (RBAC: verb delete on "
+                    f"functions.kubefaas.io; the chart grants it with console.enabled=true). "
+                    f"Server said: {exc.message}"
+                ) from None
+            if exc.not_found:
+                raise DeployError(f"Function {namespace}/{name} is gone already") from None
+            raise DeployError(f"the API server answered {exc.status}: {exc.message}") from None
+        return f"deleted Function {namespace}/{name} from the cluster"
 
     async def close(self) -> None:
         await self._kube.close()

@@ -12,6 +12,7 @@ from kubefaas.api import Function
 from kubefaas_gateway.console import auth, history
 from kubefaas_gateway.console.pages import HERE, form_data, render, state_of
 from kubefaas_gateway.state import GatewayState
+from kubefaas_gateway.tenants import ADMIN, Grant
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 SessionDep = Annotated[auth.Session, Depends(auth.require_session)]
@@ -26,8 +27,7 @@ STATIC = {
 
 @router.get("")
 async def home(request: Request) -> Response:
-    settings = state_of(request).settings
-    target = "functions" if auth.session_of(request, settings) else "login"
+    target = "functions" if await auth.session_of(request, state_of(request)) else "login"
     return RedirectResponse(f"/console/{target}", status_code=303)
 
 
@@ -45,16 +45,22 @@ async def static(name: str) -> Response:
 
 @router.get("/login")
 async def login_form(request: Request) -> Response:
-    settings = state_of(request).settings
-    if auth.session_of(request, settings) is not None:
+    state = state_of(request)
+    if await auth.session_of(request, state) is not None:
         return RedirectResponse("/console/functions", status_code=303)
-    disabled = settings.admin_token is None or not settings.admin_token.get_secret_value()
-    return render(request, "login.html", None, disabled=disabled, error=None)
+    return render(request, "login.html", None, error=None, **_login_context(state))
+
+
+def _login_context(state: GatewayState) -> dict[str, Any]:
+    return {
+        "disabled": not auth.login_possible(state),
+        "namespace_tokens": auth.tokens_of(state).configured,
+    }
 
 
 @router.post("/login")
 async def login(request: Request) -> Response:
-    settings = state_of(request).settings
+    state = state_of(request)
     form = await form_data(request)
     if not auth.same_origin(request):
         return render(
@@ -62,20 +68,19 @@ async def login(request: Request) -> Response:
             "login.html",
             None,
             403,
-            disabled=False,
             error="this form was sent from another site",
+            **_login_context(state),
         )
-    if not auth.authenticate(settings, form.get("token", "")):
-        disabled = settings.admin_token is None or not settings.admin_token.get_secret_value()
+    found = await auth.authenticate(state, form.get("token", ""))
+    if found is None:
+        context = _login_context(state)
+        expected = "the gateway's KUBEFAAS_ADMIN_TOKEN" + (
+            " or a namespace token" if context["namespace_tokens"] else ""
+        )
         return render(
-            request,
-            "login.html",
-            None,
-            401,
-            disabled=disabled,
-            error="wrong token: use the gateway's KUBEFAAS_ADMIN_TOKEN",
+            request, "login.html", None, 401, error=f"wrong token: use {expected}", **context
         )
-    session = auth.new_session(settings)
+    session = auth.new_session(*found)
     response = RedirectResponse("/console/functions", status_code=303)
     response.set_cookie(
         auth.COOKIE,
@@ -114,12 +119,18 @@ def ready_of(fn: Function) -> str:
 
 
 def function_rows(
-    state: GatewayState, base_url: str, live: dict[str, history.Sample]
+    state: GatewayState,
+    base_url: str,
+    live: dict[str, history.Sample],
+    grant: Grant = ADMIN,
 ) -> dict[str, list[dict[str, Any]]]:
-    """Per namespace, one row of figures per function (`live` counts, last hour)."""
+    """Per namespace, one row of figures per function (`live` counts, last hour), of the
+    namespaces `grant` covers."""
     past = history.history_of(state.metrics)
     by_namespace: dict[str, list[dict[str, Any]]] = {}
     for fn in sorted(state.registry, key=lambda f: (f.namespace, f.name)):
+        if not grant.allows(fn.namespace):
+            continue
         window = past.window(fn.key, live.get(fn.key, history.Sample()))
         instances = state.backend.instances(fn)
         p50 = window.total.quantile(0.5)
@@ -141,10 +152,10 @@ def function_rows(
 
 
 @router.get("/functions")
-async def functions(request: Request, session: SessionDep) -> Response:
+async def functions(request: Request, session: SessionDep, notice: str | None = None) -> Response:
     state = state_of(request)
     base = str(request.base_url).rstrip("/")
     # Off the event loop, as the sampler does (history.sample_forever).
     live = await asyncio.to_thread(history.read, state.metrics)
-    rows = function_rows(state, base, live)
-    return render(request, "functions.html", session, namespaces=rows)
+    rows = function_rows(state, base, live, session.grant)
+    return render(request, "functions.html", session, namespaces=rows, notice=notice)

@@ -27,6 +27,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from kubefaas import wire
+from kubefaas_gateway.auth import MAX_CREDENTIAL_BYTES, credential
 from kubefaas_gateway.delivery import AsyncDelivery
 from kubefaas_gateway.dependencies import DeliveryDep, StateDep
 from kubefaas_gateway.errors import (
@@ -41,6 +42,7 @@ from kubefaas_gateway.invoker import new_invocation_id
 from kubefaas_gateway.routers.json_errors import GatewayRoute, error_json
 from kubefaas_gateway.routers.observe import with_log_tails
 from kubefaas_gateway.state import GatewayState
+from kubefaas_gateway.tenants import tokens_for
 
 log = logging.getLogger("kubefaas.gateway.async")
 
@@ -148,7 +150,8 @@ async def get_invocation(
     invocation_id: str, request: Request, state: StateDep, delivery: DeliveryDep
 ) -> dict[str, Any]:
     """Status, attempts and result (or error) of one async invocation; it needs the
-    credential its function's invoke needs, or the admin token (docs/security.md)."""
+    credential its function's invoke needs, the admin token, or a namespace token of the
+    function's namespace (docs/security.md; `tenants.py`)."""
     try:
         record = await delivery.queue.get(invocation_id)
     except Exception as exc:  # the queue's store is down (Redis unreachable): retry later
@@ -158,10 +161,21 @@ async def get_invocation(
         raise InvocationNotFound(
             f"no async invocation {invocation_id} (unknown, or its record expired)"
         )
-    await state.auth.check_record(
-        state.registry.get(record.function),
-        record.function,
-        request.scope["headers"],
-        admin_token=state.settings.admin_token,
-    )
+    if not await _tenant_may_read(state, record.function, request.scope["headers"]):
+        await state.auth.check_record(
+            state.registry.get(record.function),
+            record.function,
+            request.scope["headers"],
+            admin_token=state.settings.admin_token,
+        )
     return await with_log_tails(record.to_json(), state)
+
+
+async def _tenant_may_read(state: GatewayState, function_key: str, headers: Any) -> bool:
+    """Whether the caller holds a namespace token of the function's namespace (`tenants.py`)."""
+    tokens = tokens_for(state.settings, state.secrets)
+    presented = credential(headers) if tokens.configured else None
+    if not presented or len(presented) > MAX_CREDENTIAL_BYTES:
+        return False
+    grant = await tokens.grant(presented)
+    return grant is not None and grant.allows(function_key.partition("/")[0])

@@ -3,7 +3,10 @@
     GET /system/logs?function=ns/name[&invocation=ID][&since=SECONDS][&after=SEQ][&limit=N]
     GET /system/usage[?from=EPOCH][&to=EPOCH][&namespace=NS]
 
-Both need the admin bearer token (`admin.require_admin`). `/system/logs` reads the local
+Both take the admin bearer token or a namespace token (`tenants.py`), which answers for
+its own namespaces only: 403 naming the namespace when another is asked for; 401 with
+`WWW-Authenticate` without a token (403 saying how to set one when the gateway has
+neither an admin token nor namespace tokens). `/system/logs` reads the local
 mode's function log store (404 with a message when the gateway keeps none: on a cluster,
 `kubefaas logs` reads pod logs through the API server); `after` is the `seq` of the last
 line already seen, which is how `kubefaas logs --follow` polls. `/system/usage` sums the
@@ -16,13 +19,14 @@ import asyncio
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query, Request
 
 from kubefaas_gateway.dependencies import SettingsDep, StateDep
-from kubefaas_gateway.errors import BadRequest, InvocationNotFound
+from kubefaas_gateway.errors import BadRequest, InvocationNotFound, NoCapacity
 from kubefaas_gateway.routers.admin import require_admin
 from kubefaas_gateway.routers.json_errors import GatewayRoute
 from kubefaas_gateway.state import GatewayState
+from kubefaas_gateway.tenants import Grant, require_grant, tokens_for
 
 DEFAULT_USAGE_SECONDS = 30 * 86400
 MAX_LINES = 10_000
@@ -31,12 +35,19 @@ router = APIRouter(
     prefix="/system",
     tags=["admin"],
     route_class=GatewayRoute,
-    dependencies=[Depends(require_admin)],
 )
+
+
+async def _grant(request: Request, state: GatewayState) -> Grant:
+    tokens = tokens_for(state.settings, state.secrets)
+    if not tokens.configured:
+        require_admin(request, state.settings)  # 403 saying how to set one when unset
+    return await require_grant(state.settings, tokens, request.scope["headers"])
 
 
 @router.get("/logs")
 async def function_logs(
+    request: Request,
     state: StateDep,
     settings: SettingsDep,
     function: Annotated[str, Query(description="ns/name, or name")],
@@ -46,13 +57,14 @@ async def function_logs(
     limit: Annotated[int, Query(ge=1, le=MAX_LINES)] = 1000,
 ) -> dict[str, Any]:
     """Lines one function's instances wrote, oldest first."""
+    key = function if "/" in function else f"{settings.default_namespace}/{function}"
+    (await _grant(request, state)).require(key.partition("/")[0], "read logs")
     store = state.observe.logs if state.observe is not None else None
     if store is None:
         raise InvocationNotFound(
             "this gateway keeps no function logs (local mode only, KUBEFAAS_FUNCTION_LOGS); "
             "on a cluster `kubefaas logs` reads pod logs through the API server"
         )
-    key = function if "/" in function else f"{settings.default_namespace}/{function}"
     lines = await asyncio.to_thread(
         store.query,
         key,
@@ -66,12 +78,16 @@ async def function_logs(
 
 @router.get("/usage")
 async def usage(
+    request: Request,
     state: StateDep,
     start: Annotated[float | None, Query(alias="from", ge=0, description="epoch s")] = None,
     end: Annotated[float | None, Query(alias="to", ge=0, description="epoch s")] = None,
     namespace: str | None = None,
 ) -> dict[str, Any]:
     """Requests, GB-seconds and cold starts per function over [from, to)."""
+    grant = await _grant(request, state)
+    if namespace is not None:
+        grant.require(namespace, "read usage")
     meter = state.observe.meter if state.observe is not None else None
     if meter is None:
         raise InvocationNotFound("metering is off on this gateway (KUBEFAAS_METERING)")
@@ -80,7 +96,11 @@ async def usage(
     start = end - DEFAULT_USAGE_SECONDS if start is None else start
     if start >= end:
         raise BadRequest(f"`from` ({start:g}) must be before `to` ({end:g})")
-    items = await asyncio.to_thread(meter.usage, start=start, end=end, namespace=namespace)
+    try:
+        items = await asyncio.to_thread(meter.usage, start=start, end=end, namespace=namespace)
+    except Exception as exc:  # the shared usage store (Redis) is unreachable: retry later
+        raise NoCapacity(f"the usage store is unavailable ({exc}); retry") from None
+    items = [item for item in items if grant.allows(item["namespace"])]
     return {"from": start, "to": end, "namespace": namespace, "items": items}
 
 
