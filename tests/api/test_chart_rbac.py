@@ -193,14 +193,16 @@ def test_the_gateway_reads_and_activates_but_cannot_deploy(watching: Install) ->
     assert not watching.can("gateway", "list", "namespaces")
 
 
-def test_the_console_deploys_functions_only_in_watched_namespaces(
+def test_the_console_deploys_and_deletes_functions_only_in_watched_namespaces(
     watching_with_console: Install,
 ) -> None:
     install = watching_with_console
-    for verb in ("create", "patch"):
+    for verb in ("create", "patch", "delete"):
         assert install.can("gateway", verb, "functions.kubefaas.io", "-n", install.watched)
         assert not install.can("gateway", verb, "functions.kubefaas.io", "-n", install.unwatched)
-    assert not install.can("gateway", "delete", "functions.kubefaas.io", "-n", install.watched)
+    assert not install.can(
+        "gateway", "deletecollection", "functions.kubefaas.io", "-n", install.watched
+    )
 
 
 def test_watching_every_namespace_keeps_cluster_roles_trimmed(everywhere: Install) -> None:

@@ -489,7 +489,8 @@ GATEWAY_GRANTS = {
     *(("apps", "deployments/scale", "*any*", v) for v in ("get", "patch")),
     ("", "secrets", "*any*", "get"),  # invoke keys of token/jwt Functions
 }
-CONSOLE_GRANTS = {("kubefaas.io", "functions", "*any*", v) for v in ("create", "patch")}
+# The console: Deploy (server-side apply: create or patch) and Delete.
+CONSOLE_GRANTS = {("kubefaas.io", "functions", "*any*", v) for v in ("create", "patch", "delete")}
 
 
 def test_gateway_rbac_is_what_the_gateway_code_calls() -> None:
