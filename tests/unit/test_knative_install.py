@@ -338,3 +338,82 @@ def test_images_are_refused_without_a_complete_build(tmp_path: Path) -> None:
     cache = knative.KnativeCache(root=tmp_path / "knative-v0.42.2", version="v0.42.2")
     with pytest.raises(BuildError, match="knative build"):
         knative.build_images(cache)
+
+
+# -- the same function on both platforms (bench/peers.py) ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def peers() -> Any:
+    import importlib
+    import sys
+
+    bench = str(Path(__file__).resolve().parents[2] / "bench")
+    sys.path.insert(0, bench)
+    try:
+        return importlib.import_module("peers")
+    finally:
+        sys.path.remove(bench)
+
+
+def test_the_knative_service_runs_the_operators_container(peers: Any) -> None:
+    from e2e.harness import function_manifest
+    from kubefaas_operator import children
+
+    manifest = function_manifest(
+        "hello", name="cold", namespace="fns", spec={"scaling": {"maxScale": 4}}
+    )
+    fn = peers.function_of(manifest)
+    image = peers.runtime_image()
+    config_map, service = peers.knative_objects(fn, namespace="peer", image=image, window="6s")
+    operator = children.build_deployment(
+        fn, image_for_runtime={"python3.11": image}, replicas_hint=0
+    )["spec"]["template"]["spec"]
+    (ours,) = operator["containers"]
+    template = service["spec"]["template"]
+    (theirs,) = template["spec"]["containers"]
+
+    assert theirs["image"] == ours["image"] == "kubefaas-runtime:0.1.0"
+    assert config_map["data"] == children.build_config_map(fn)["data"]
+    assert config_map["metadata"] == {"name": "cold-code", "namespace": "peer"}
+    assert template["spec"]["volumes"] == operator["volumes"]
+    assert theirs["volumeMounts"] == ours["volumeMounts"]
+    assert theirs["resources"] == ours["resources"]
+    # Knative sets PORT itself from the one container port and refuses it in env.
+    assert theirs["env"] == [e for e in ours["env"] if e["name"] != "PORT"]
+    assert {"name": "GREETING", "value": "hello"} in theirs["env"]
+    assert theirs["ports"] == [{"name": "http1", "containerPort": 8080}]
+    # Knative's webhook refuses securityContext.privileged; the rest is the operator's.
+    assert "privileged" not in theirs["securityContext"]
+    assert theirs["securityContext"]["runAsUser"] == 65532
+    assert theirs["securityContext"]["readOnlyRootFilesystem"] is True
+    assert template["metadata"]["annotations"] == {
+        "autoscaling.knative.dev/target": "10",
+        "autoscaling.knative.dev/max-scale": "4",
+        "autoscaling.knative.dev/min-scale": "0",
+        "autoscaling.knative.dev/window": "6s",
+    }
+    assert template["spec"]["timeoutSeconds"] == fn.spec.timeout_seconds
+    assert service["metadata"]["labels"] == {"networking.knative.dev/visibility": "cluster-local"}
+
+
+def test_the_results_table_has_both_platforms(peers: Any) -> None:
+    results = {
+        "cold_ms": {"kubefaas": [600.0, 700.0, 900.0], "knative": [2500.0, 3000.0, 4000.0]},
+        "warm": {
+            p: {"rps": rps, "p50_ms": 1.2, "p99_ms": 4.0, "requests": 100}
+            for p, rps in (("kubefaas", 2000.0), ("knative", 1500.0))
+        },
+        "scale_out": {
+            p: {
+                "pods_needed": 5, "seconds_to_needed": seconds, "most_ready": 5,
+                "calls": 400, "errors": 0, "p50_ms": 510.0, "p99_ms": 900.0,
+            }
+            for p, seconds in (("kubefaas", 8.5), ("knative", None))
+        },
+    }  # fmt: skip
+    rows = {row[0]: row[1:] for row in peers.summary(results)}
+    assert rows["cold start p50"] == ("700 ms", "3,000 ms")
+    assert rows["warm req/s"] == ("2,000", "1,500")
+    assert rows["scale-out to 5 ready pods"] == ("8.5 s", "never")
+    assert peers.table(peers.summary(results)).startswith("| figure | kubefaas | Knative Serving |")
