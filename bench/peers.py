@@ -159,6 +159,7 @@ def knative_objects(
                     "containerConcurrency": scaling.container_concurrency,
                     "timeoutSeconds": fn.spec.timeout_seconds,
                     "enableServiceLinks": False,
+                    "automountServiceAccountToken": False,
                     "containers": [
                         {
                             "image": container["image"],
@@ -415,13 +416,21 @@ class ScaleOut:
     calls: list[Call] = field(default_factory=list)
 
 
-def _ready_replicas(cluster: Cluster, namespace: str, deployment: str) -> int:
-    found = cluster.kubectl(
-        "get", "deployment", deployment, "-n", namespace,
-        "-o", "jsonpath={.status.readyReplicas}", check=False,
-    )  # fmt: skip
-    text = found.stdout.strip()
-    return int(text) if found.returncode == 0 and text.isdigit() else 0
+def _ready_reader(cluster: Cluster, namespace: str, deployment: str) -> Callable[[], int]:
+    """Reads the Deployment's ready pods through the API (no kubectl process per sample)."""
+    from kubernetes import client, config
+
+    api = config.new_client_from_config(config_file=str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
+    apps = client.AppsV1Api(api)
+
+    def read() -> int:
+        try:
+            status = apps.read_namespaced_deployment_status(deployment, namespace).status
+        except client.exceptions.ApiException:
+            return 0
+        return int(status.ready_replicas or 0) if status else 0
+
+    return read
 
 
 def scale_out(
@@ -432,12 +441,13 @@ def scale_out(
     import aiohttp
 
     result = ScaleOut()
+    ready_pods = _ready_reader(cluster, namespace, deployment)
     stop = threading.Event()
     origin = time.monotonic()
 
     def sample() -> None:
         while not stop.is_set():
-            ready = _ready_replicas(cluster, namespace, deployment)
+            ready = ready_pods()
             result.ready.append((time.monotonic() - origin, ready))
             stop.wait(SAMPLE_SECONDS)
 
@@ -489,7 +499,9 @@ def _manifests(namespace: str, max_scale: int) -> dict[str, str]:
         ),
         SCALE: function_manifest(
             "slow", name=SCALE, namespace=namespace,
-            spec={"timeoutSeconds": 30, "scaling": {"targetConcurrency": 1, "maxScale": max_scale}},
+            spec={"timeoutSeconds": 30, "scaling": {
+                "targetConcurrency": 1, "maxScale": max_scale, "scaleToZeroAfterSeconds": 10,
+            }},
         ),
     }  # fmt: skip
 

@@ -22,7 +22,8 @@ Images: one layer, laid out as ``ko`` lays out Knative's own images (``/ko-app/<
 ``KO_DATA_PATH=/var/run/ko``), plus the host's CA bundle at
 ``/etc/ssl/certs/ca-certificates.crt`` (ko's default base image carries one: the
 controller resolves image tags over TLS unless a registry is skipped, and the webhook and
-activator build TLS clients) and a passwd entry for the ``nonroot`` user 65532 they run as.
+activator build TLS clients), a passwd entry for the ``nonroot`` user 65532 they run as, and
+an ``nsswitch.conf`` that reads ``/etc/hosts`` before DNS.
 References are ``localhost/kubefaas/knative-<command>:<version>``: a ``localhost/`` name is
 never looked up in a registry, and pods use ``imagePullPolicy: Never``.
 
@@ -60,7 +61,7 @@ KO_PREFIX = "ko://knative.dev/serving/cmd/"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 NONROOT = "65532"
 # Bump when the image layout changes, so cached archives are rewritten.
-IMAGE_FORMAT = 1
+IMAGE_FORMAT = 2
 # Deployments of config/core/deployments that run here; the HPAs and PDBs are left out
 # (no metrics server; one replica each on one node).
 DEPLOYMENT_FILES = ("controller.yaml", "webhook.yaml", "activator.yaml", "autoscaler.yaml")
@@ -88,8 +89,11 @@ AUTOSCALER_CONFIG: Mapping[str, str] = {
     "scale-to-zero-grace-period": "6s",
 }
 DEPLOYMENT_CONFIG: Mapping[str, str] = {
-    # Never resolve tags to digests over the network: the images are local.
-    "registries-skipping-tag-resolving": "kind.local,ko.local,dev.local,localhost,docker.io",
+    # Never resolve tags to digests over the network: the images are local. A name without
+    # a registry (kubefaas-runtime:0.1.0) parses as index.docker.io, not docker.io.
+    "registries-skipping-tag-resolving": (
+        "kind.local,ko.local,dev.local,localhost,docker.io,index.docker.io"
+    ),
     "queue-sidecar-cpu-request": "25m",
     "queue-sidecar-memory-request": "32Mi",
 }
@@ -375,6 +379,8 @@ def build_images(cache: KnativeCache, *, ca_bundle: Path = CA_BUNDLE) -> list[ap
                         f"nonroot:x:{NONROOT}:{NONROOT}:nonroot:/home/nonroot:/sbin/nologin\n".encode()
                     ),
                     "etc/group": oci.FileEntry(f"root:x:0:\nnonroot:x:{NONROOT}:\n".encode()),
+                    # /etc/hosts first: the activator finds the autoscaler there (no DNS).
+                    "etc/nsswitch.conf": oci.FileEntry(b"hosts: files dns\n"),
                 },
             )
             digest = oci.write_oci_archive(
