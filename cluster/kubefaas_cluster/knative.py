@@ -576,15 +576,8 @@ def _component_state(kubectl: Kubectl, name: str) -> str:
     return f"{pods}\nrecent events:\n" + "\n".join(events) + f"\nlog:\n{logs.stdout}{logs.stderr}"
 
 
-def install(
-    kubectl: Kubectl, documents: Sequence[Mapping[str, Any]], *,
-    timeout: float = ROLLOUT_TIMEOUT_SECONDS,
-) -> None:  # fmt: skip
-    """Apply the CRDs, wait until they are served, apply the rest, wait for every Deployment.
-
-    Raises `NotReady` naming the first Deployment that is not available in `timeout`, with
-    its pods, the namespace's last events and its log.
-    """
+def apply(kubectl: Kubectl, documents: Sequence[Mapping[str, Any]]) -> None:
+    """Apply the CRDs (server-side: they are large), wait until they are served, then the rest."""
     crds = [d for d in documents if d.get("kind") == "CustomResourceDefinition"]
     rest = [d for d in documents if d.get("kind") != "CustomResourceDefinition"]
     kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=to_yaml(crds))
@@ -594,8 +587,16 @@ def install(
         timeout=CRD_TIMEOUT_SECONDS + 30,
     )  # fmt: skip
     kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=to_yaml(rest))
+
+
+def wait_available(
+    kubectl: Kubectl, documents: Sequence[Mapping[str, Any]], *,
+    timeout: float = ROLLOUT_TIMEOUT_SECONDS,
+) -> None:  # fmt: skip
+    """Wait for every Deployment; raise `NotReady` naming the first one not available in
+    `timeout`, with its pods, the namespace's last events and its log."""
     deadline = time.monotonic() + timeout
-    for document in rest:
+    for document in documents:
         if document.get("kind") != "Deployment":
             continue
         name = document["metadata"]["name"]
@@ -609,6 +610,15 @@ def install(
                 f"Knative's {name} is not available after {timeout:.0f}s "
                 f"({status.stderr.strip()}):\n{_component_state(kubectl, name)}"
             )
+
+
+def install(
+    kubectl: Kubectl, documents: Sequence[Mapping[str, Any]], *,
+    timeout: float = ROLLOUT_TIMEOUT_SECONDS,
+) -> None:  # fmt: skip
+    """`apply`, then `wait_available`."""
+    apply(kubectl, documents)
+    wait_available(kubectl, documents, timeout=timeout)
 
 
 def uninstall(kubectl: Kubectl, documents: Sequence[Mapping[str, Any]]) -> None:
