@@ -67,6 +67,7 @@ from e2e.harness import (
     REPO,
     Cluster,
     Gateway,
+    KubectlError,
     function_manifest,
     gateway_url,
     resolve_cluster,
@@ -693,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster = resolve_cluster()
         results = measure(cluster, args, log)
-    except (NotReady, knative.NotReady, knative.BuildError) as exc:
+    except (NotReady, knative.NotReady, knative.BuildError, KubectlError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except pytest.fail.Exception as exc:
