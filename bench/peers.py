@@ -565,8 +565,11 @@ def measure(
         needed = min(args.max_scale, math.ceil(args.rps * args.work))
         results["scale_out"] = {}
         for platform in ("kubefaas", "knative"):
+            # Both scale functions at zero before either is loaded: the node has room for
+            # one platform's pods at a time, and each starts from the same state.
+            to_zero(cluster, gateway, functions, SCALE)
+            knative_to_zero(peer, revisions[SCALE])
             if platform == "kubefaas":
-                to_zero(cluster, gateway, functions, SCALE)
                 url, headers, namespace, deployment = (
                     f"{gateway.url}/function/{functions}/{SCALE}",
                     {},
@@ -574,7 +577,6 @@ def measure(
                     SCALE,
                 )
             else:
-                knative_to_zero(peer, revisions[SCALE])
                 url, headers, namespace, deployment = (
                     peer.activator + "/", peer.headers(revisions[SCALE]), peer.namespace,
                     peer.deployment_of(revisions[SCALE]),
