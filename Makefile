@@ -7,7 +7,7 @@ PORT   ?= 8080
 HOST   ?= 127.0.0.1
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test venv system-deps bench-cluster lint typecheck unit api local crds bench e2e e2e-test k8s-binaries cluster-up cluster-down images clean
+.PHONY: run test venv system-deps bench-cluster bench-peers lint typecheck unit api local crds bench e2e e2e-test k8s-binaries cluster-up cluster-down images clean
 
 # The product with every extra, plus the dev-only local-cluster tooling (cluster/, its own
 # distribution: never in the product wheel or the images).
@@ -71,6 +71,11 @@ bench: venv
 bench-cluster: venv
 	$(PY) bench/cluster_coldstart.py --json bench/cluster_coldstart.json
 	$(PY) bench/autoscale.py --cluster --json bench/autoscale_cluster.json --plot bench/autoscale_cluster.png
+
+## kubefaas and Knative Serving side by side on the local cluster (docs/peers.md); needs
+## `make cluster-up`; builds Knative once (cached), installs it, removes it at the end.
+bench-peers: venv
+	$(PY) bench/peers.py --json bench/peers.json --record
 
 k8s-binaries: venv
 	$(PY) -m kubefaas_cluster build

@@ -58,6 +58,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -70,6 +71,7 @@ from e2e.harness import (
     INSTALL_TIMEOUT_SECONDS,
     Cluster,
     Gateway,
+    Release,
     create_namespace,
     function_manifest,
     gateway_url,
@@ -353,6 +355,16 @@ def cold_call(
     )
 
 
+def _stats_auth(gateway: Gateway, auth: dict[str, str]) -> None:
+    """Send the chart's metrics token with every `/internal/stats` read (docs/security.md)."""
+
+    def add(request: httpx.Request) -> None:
+        if request.url.path == "/internal/stats":
+            request.headers.update(auth)
+
+    gateway.client.event_hooks["request"].append(add)
+
+
 @contextmanager
 def installed(cluster: Cluster) -> Iterator[tuple[Gateway, str]]:
     """The chart in fresh restricted namespaces; everything is removed afterwards."""
@@ -367,7 +379,12 @@ def installed(cluster: Cluster) -> Iterator[tuple[Gateway, str]]:
     stop: Callable[[], None] = lambda: None  # noqa: E731
     gateway: Gateway | None = None
     try:
-        values = {"watchNamespaces": [functions], "gateway": {"defaultNamespace": functions}}
+        values = {
+            "watchNamespaces": [functions],
+            "gateway": {"defaultNamespace": functions},
+            # Invoke auth is not what is measured (docs/security.md), as in the e2e tier.
+            "auth": {"default": "none"},
+        }
         cluster.helm(
             "install", name, str(CHART), "-n", namespace, "-f", "-", "--wait",
             f"--timeout={INSTALL_TIMEOUT_SECONDS}s", input=yaml.safe_dump(values),
@@ -375,6 +392,7 @@ def installed(cluster: Cluster) -> Iterator[tuple[Gateway, str]]:
         )  # fmt: skip
         url, stop = gateway_url(cluster, namespace=namespace, service=f"{name}-gateway")
         gateway = Gateway(url=url, namespace=functions)
+        _stats_auth(gateway, Release(cluster, name, namespace, functions, gateway).metrics_auth())
         yield gateway, functions
     finally:
         if gateway is not None:

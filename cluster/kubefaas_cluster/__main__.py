@@ -1,4 +1,6 @@
-"""Command line: ``python -m kubefaas_cluster {build,up,down,status,kubeconfig,smoke,images}``.
+"""Command line: ``python -m kubefaas_cluster COMMAND``.
+
+Commands: build, up, down, status, kubeconfig, smoke, images, knative.
 
 The Makefile targets ``k8s-binaries``, ``cluster-up`` and ``cluster-down`` call this, and
 the pytest fixture uses the same `LocalCluster`, so a developer's cluster and a test
@@ -12,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from kubefaas_cluster import appimages, binaries, images
+from kubefaas_cluster import appimages, binaries, images, knative
 from kubefaas_cluster.binaries import BinaryCache, BuildError, MissingBinary
 from kubefaas_cluster.cluster import DEFAULT_TIMEOUT_SECONDS, ClusterError, LocalCluster
 from kubefaas_cluster.layout import default_cluster_dir
@@ -55,7 +57,37 @@ def _parser() -> argparse.ArgumentParser:
     build_images.add_argument(
         "component", nargs="*", help=f"any of {', '.join(appimages.COMPONENTS)} (default: all)"
     )
+    peer = commands.add_parser(
+        "knative", help="Knative Serving for the side-by-side benchmark (docs/peers.md)"
+    )
+    peer.add_argument("action", choices=("build", "install", "uninstall", "render"))
     return parser
+
+
+def _knative(cluster: LocalCluster, cache: BinaryCache, action: str) -> None:
+    """build: binaries and images; install/uninstall: on the running local cluster;
+    render: print the install YAML."""
+    kcache, built = knative.prepare()
+    documents = knative.render_install(knative.sources(kcache), knative.images_by_command(built))
+    if action == "build":
+        for image in built:
+            how = "built" if image.built else "cached"
+            print(f"{image.reference:52} {image.size / 1024**2:6.1f} MiB {how}  {image.archive}")
+        return
+    if action == "render":
+        print(knative.to_yaml(documents), end="")
+        return
+    kubectl = knative.Kubectl(cache.binary("kubectl"), cluster.layout.admin_kubeconfig)
+    if action == "install":
+        imported = knative.import_into_node(
+            built, containerd_socket=cluster.node_paths.containerd_socket
+        )
+        print(f"imported into the local node: {', '.join(imported) or 'all up to date'}")
+        knative.install(kubectl, documents)
+        print(f"Knative Serving {kcache.version} is running in {knative.SYSTEM_NAMESPACE}")
+    else:
+        knative.uninstall(kubectl, documents)
+        print("Knative Serving removed")
 
 
 def _images(cluster: LocalCluster, *, components: list[str], rebuild: bool) -> None:
@@ -107,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             print(cluster.layout.admin_kubeconfig)
         elif args.command == "images":
             _images(cluster, components=args.component, rebuild=args.rebuild)
+        elif args.command == "knative":
+            _knative(cluster, cache, args.action)
         elif args.command == "smoke":
             ip = run_smoke(
                 kubectl=cache.binary("kubectl"), kubeconfig=cluster.layout.admin_kubeconfig

@@ -33,3 +33,9 @@ NODE_DEBIAN_PACKAGES: tuple[str, ...] = (
     "iptables",
     "conntrack",
 )
+
+# Knative Serving for the side-by-side benchmark (bench/peers.py): the newest release whose
+# knative.dev/pkg and knative.dev/networking the Go module proxy serves.
+KNATIVE_VERSION = "v0.42.2"
+KNATIVE_MODULE = "knative.dev/serving"
+KNATIVE_COMMANDS: tuple[str, ...] = ("controller", "webhook", "activator", "autoscaler", "queue")
