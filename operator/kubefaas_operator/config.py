@@ -14,6 +14,8 @@ from types import MappingProxyType
 from typing import Any
 
 from kubefaas import limits, naming
+from kubefaas.quantity import mebibytes
+from kubefaas_operator.pool import PoolSettings
 
 DEFAULT_GATEWAY_URL = "http://kubefaas-gateway.kubefaas-system.svc"
 """Where Functions are invoked when neither --gateway-url nor KUBEFAAS_GATEWAY_URL is set:
@@ -43,6 +45,9 @@ AUTOSCALER_ENV = "KUBEFAAS_OPERATOR_AUTOSCALER"
 GATEWAY_NAMESPACE_ENV = "KUBEFAAS_GATEWAY_NAMESPACE"
 GATEWAY_SELECTOR_ENV = "KUBEFAAS_GATEWAY_SELECTOR"
 GATEWAY_STATS_TOKEN_ENV = "KUBEFAAS_GATEWAY_STATS_TOKEN"
+POOL_SIZE_ENV = "KUBEFAAS_POOL_SIZE"
+POOL_MAX_PER_NAMESPACE_ENV = "KUBEFAAS_POOL_MAX_PER_NAMESPACE"
+POOL_MEMORY_ENV = "KUBEFAAS_POOL_MEMORY"
 
 
 class ConfigError(ValueError):
@@ -85,6 +90,9 @@ class OperatorConfig:
     gateway_stats_token: str | None = field(default=None, repr=False)
     """``KUBEFAAS_GATEWAY_STATS_TOKEN``: bearer token sent with ``GET /internal/stats``
     (the gateways' ``KUBEFAAS_METRICS_TOKEN``; docs/security.md); the chart sets both."""
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    """``KUBEFAAS_POOL_SIZE`` (default 0 = no pools), ``KUBEFAAS_POOL_MAX_PER_NAMESPACE``
+    (4), ``KUBEFAAS_POOL_MEMORY`` (256Mi): the warm pools (docs/warm-pool.md)."""
 
     @property
     def clusterwide(self) -> bool:
@@ -149,6 +157,33 @@ def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {text!r}")
 
 
+def _count(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) > 1000:
+        raise ConfigError(f"{name} must be an integer 0-1000, got {text!r}")
+    return int(text)
+
+
+def _pool(environ: Mapping[str, str]) -> PoolSettings:
+    memory = environ.get(POOL_MEMORY_ENV, "").strip() or limits.MEMORY_DEFAULT
+    try:
+        size = mebibytes(memory)
+    except ValueError:
+        size = 0
+    if size < mebibytes(limits.MEMORY_MIN) or size > mebibytes(limits.MEMORY_MAX):
+        raise ConfigError(
+            f"{POOL_MEMORY_ENV} must be a memory size {limits.MEMORY_MIN}-{limits.MEMORY_MAX} "
+            f"(e.g. 256Mi), got {memory!r}"
+        )
+    return PoolSettings(
+        size=_count(environ, POOL_SIZE_ENV, 0),
+        max_per_namespace=_count(environ, POOL_MAX_PER_NAMESPACE_ENV, 4),
+        memory=memory,
+    )
+
+
 def load_config(
     *,
     namespaces: Sequence[str] | None,
@@ -180,4 +215,5 @@ def load_config(
         gateway_namespace=environ.get(GATEWAY_NAMESPACE_ENV, "").strip() or None,
         gateway_selector=environ.get(GATEWAY_SELECTOR_ENV, "").strip() or DEFAULT_GATEWAY_SELECTOR,
         gateway_stats_token=environ.get(GATEWAY_STATS_TOKEN_ENV, "").strip() or None,
+        pool=_pool(environ),
     )
