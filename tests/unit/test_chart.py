@@ -494,6 +494,27 @@ def test_gateway_rbac_reads_functions_and_pods_and_activates_deployments_only() 
         ("", "secrets", "*any*", "get"),  # invoke keys of token/jwt Functions
     }
     assert rule_triples(role["rules"]) == expected
+    # With warm pools on: claim, retire or delete pool pods; read code ConfigMaps.
+    pooled = find(render("warmPool.size=2"), "ClusterRole", "kubefaas-gateway")
+    assert rule_triples(pooled["rules"]) == expected | {
+        ("", "pods", "*any*", "patch"),
+        ("", "pods", "*any*", "delete"),
+        ("", "configmaps", "*any*", "get"),
+    }
+
+
+def test_warm_pool_values_reach_the_operator() -> None:
+    operator = find(
+        render("warmPool.size=3", "warmPool.memory=512Mi"), "Deployment", "kubefaas-operator"
+    )
+    env = {
+        e["name"]: e.get("value")
+        for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KUBEFAAS_POOL_SIZE"] == "3"
+    assert env["KUBEFAAS_POOL_MAX_PER_NAMESPACE"] == "4"
+    assert env["KUBEFAAS_POOL_MEMORY"] == "512Mi"
+    assert "/warmPool/size" in render_error("warmPool.size=-1")
 
 
 @pytest.mark.parametrize("sets", [(), ALL_FEATURES, REDIS], ids=["default", "all", "redis"])
@@ -628,9 +649,12 @@ def test_function_pods_admit_only_the_gateway_on_the_runtime_port() -> None:
         for o in objects
         if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == "team-a"
     )
-    selector = policy["spec"]["podSelector"]["matchLabels"]
-    assert selector[naming.COMPONENT_LABEL] == naming.FUNCTION_COMPONENT
-    assert selector[naming.MANAGED_BY_LABEL] == naming.MANAGED_BY
+    selector = policy["spec"]["podSelector"]
+    assert selector["matchLabels"] == {naming.MANAGED_BY_LABEL: naming.MANAGED_BY}
+    # Function pods and warm-pool pods (docs/warm-pool.md, "Security").
+    assert selector["matchExpressions"] == [
+        {"key": naming.COMPONENT_LABEL, "operator": "In", "values": ["function", "pool"]}
+    ]
     [rule] = policy["spec"]["ingress"]
     assert rule["ports"] == [{"port": wire.RUNTIME_PORT, "protocol": "TCP"}]
     [peer] = rule["from"]
