@@ -514,6 +514,13 @@ def test_warm_pool_values_reach_the_operator() -> None:
     assert env["KUBEFAAS_POOL_SIZE"] == "3"
     assert env["KUBEFAAS_POOL_MAX_PER_NAMESPACE"] == "4"
     assert env["KUBEFAAS_POOL_MEMORY"] == "512Mi"
+    gateways = [render(*sets) for sets in ((), ("warmPool.size=1",))]
+    claims = []
+    for objects in gateways:
+        gateway = find(objects, "Deployment", "kubefaas-gateway")
+        container = gateway["spec"]["template"]["spec"]["containers"][0]
+        claims.append({e["name"]: e.get("value") for e in container["env"]}["KUBEFAAS_WARM_POOL"])
+    assert claims == ["false", "true"]
     assert "/warmPool/size" in render_error("warmPool.size=-1")
 
 
