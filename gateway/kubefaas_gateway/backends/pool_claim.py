@@ -245,8 +245,8 @@ class PoolClaimer:
                 self.failures += 1
                 await self._delete(kube, pod.path, fn)
                 return  # the calls wait for the cold start
-            await self._become_function(kube, fn, pod, claimed)
             self.claims += 1
+            await self._become_function(kube, fn, pod, claimed)
             log.info(
                 "warm pool: pod %s/%s serves %s after %.0f ms (claim and specialise)",
                 pod.namespace,
