@@ -256,7 +256,6 @@ class PoolClaimer:
                     return  # the calls wait for the cold start
                 self.claims += 1
                 specialised = time.monotonic()
-                await self._become_function(kube, fn, pod, claimed)
                 self.timings.append(
                     {
                         "claim_ms": (took - started) * 1000,
@@ -265,6 +264,7 @@ class PoolClaimer:
                         "routed_ms": (specialised - started) * 1000,
                     }
                 )
+                await self._become_function(kube, fn, pod, claimed)
                 log.info(
                     "warm pool: pod %s/%s serves %s after %.0f ms (claim and specialise)",
                     pod.namespace,
