@@ -7,7 +7,8 @@ from typing import Any
 
 from kubefaas import naming
 from kubefaas.pool import POOL_LABEL, SPECIALISED_LABEL
-from kubefaas_gateway.backends.pool_claim import PoolPods, label_path, pool_pod_view
+from kubefaas_gateway.backends.pool_claim import label_path
+from kubefaas_gateway.backends.pool_pods import PoolPods, pool_pod_view
 from kubefaas_gateway.discovery import Discovery, pod_view
 
 

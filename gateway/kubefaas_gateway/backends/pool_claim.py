@@ -1,10 +1,11 @@
 """Warm pool, the gateway's side: claim a pool pod, specialise it, route to it, retire it
 (docs/warm-pool.md, "Specialisation by the gateway" and "Hand-over").
 
-`PoolPods` is what the pool-pod watch (label `kubefaas.pool.POOL_LABEL`) says: the Ready pool
-pods per namespace and runtime. `PoolClaimer.claim(fn)` is started by the cluster backend
-for a call to an eligible function with no ready instance, beside the normal 0 -> 1
-activation; every call waiting for that function shares the one claim:
+`backends.pool_pods.PoolPods` is what the pool-pod watch (label `kubefaas.pool.POOL_LABEL`)
+says: the Ready pool pods per namespace and runtime. `PoolClaimer.maybe_claim(fn)` is
+called by the cluster backend for a call to an eligible function with no ready instance,
+beside the normal 0 -> 1 activation; every call waiting for that function shares the one
+claim:
 
 1. read what the document needs: the code (inline, or the user's ConfigMap) and the
    function's version from its Deployment (what its own pods get as
@@ -30,9 +31,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +48,8 @@ from kubefaas.pool import (
     specialization_document,
 )
 from kubefaas.quantity import mebibytes
-from kubefaas_gateway.discovery import Discovery, runtime_port
+from kubefaas_gateway.backends.pool_pods import PoolPod, PoolPods
+from kubefaas_gateway.discovery import Discovery
 from kubefaas_gateway.kube_async import ApiError, Kube, collection_path
 
 log = logging.getLogger("kubefaas.gateway.pool")
@@ -68,94 +69,6 @@ CLAIM_LOST_STATUSES = frozenset({404, 409, 422})
 def label_path(key: str) -> str:
     """A JSON pointer to a label (RFC 6901: '/' is written '~1')."""
     return "/metadata/labels/" + key.replace("~", "~0").replace("/", "~1")
-
-
-@dataclass(frozen=True, slots=True)
-class PoolPod:
-    uid: str
-    namespace: str
-    name: str
-    runtime: str
-    ip: str
-    port: int
-    memory_mib: int
-
-    @property
-    def path(self) -> str:
-        return collection_path("v1", "pods", self.namespace, self.name)
-
-
-def pool_pod_view(obj: Mapping[str, Any]) -> PoolPod | None:
-    """A Ready, running pool pod with an address; None for anything else."""
-    metadata = obj.get("metadata") or {}
-    runtime = (metadata.get("labels") or {}).get(POOL_LABEL)
-    status = obj.get("status") or {}
-    conditions = status.get("conditions") or []
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    if not runtime or not ready or metadata.get("deletionTimestamp") or not status.get("podIP"):
-        return None
-    if status.get("phase") != "Running":
-        return None
-    containers = (obj.get("spec") or {}).get("containers") or [{}]
-    limit = ((containers[0].get("resources") or {}).get("limits") or {}).get("memory")
-    try:
-        memory = mebibytes(str(limit)) if limit else 0
-    except ValueError:
-        memory = 0
-    return PoolPod(
-        uid=str(metadata.get("uid")),
-        namespace=str(metadata.get("namespace")),
-        name=str(metadata.get("name")),
-        runtime=str(runtime),
-        ip=str(status["podIP"]),
-        port=runtime_port(obj),
-        memory_mib=memory,
-    )
-
-
-class PoolPods:
-    """The Ready pool pods the watch reports, by uid (pure state, fed by the watch)."""
-
-    def __init__(self) -> None:
-        self._pods: dict[str, PoolPod] = {}
-        self._namespace_of: dict[str, str] = {}
-
-    def event(self, kind: str, obj: Mapping[str, Any]) -> None:
-        uid = str((obj.get("metadata") or {}).get("uid") or "")
-        view = pool_pod_view(obj) if kind != "DELETED" else None
-        if view is None:
-            self._pods.pop(uid, None)
-        else:
-            self._pods[uid] = view
-
-    def resync(self, items: Iterable[Mapping[str, Any]], *, namespace: str | None) -> None:
-        for uid, pod in list(self._pods.items()):
-            if namespace in (None, pod.namespace):
-                del self._pods[uid]
-        for obj in items:
-            self.event("ADDED", obj)
-
-    def discard(self, uid: str) -> None:
-        """Claimed (by us or someone else): not a candidate any more."""
-        self._pods.pop(uid, None)
-
-    def candidates(self, namespace: str, runtime: str, *, memory_mib: int) -> list[PoolPod]:
-        found = [
-            p
-            for p in self._pods.values()
-            if p.namespace == namespace and p.runtime == runtime and p.memory_mib >= memory_mib
-        ]
-        random.shuffle(found)  # two gateways rarely start with the same pod
-        return found
-
-    def largest(self, namespace: str, runtime: str) -> int | None:
-        """The memory of the largest pool pod of `runtime` in `namespace` (None: no pool)."""
-        sizes = [
-            p.memory_mib
-            for p in self._pods.values()
-            if p.namespace == namespace and p.runtime == runtime
-        ]
-        return max(sizes) if sizes else None
 
 
 @dataclass
@@ -417,4 +330,4 @@ def _deployment_version(deployment: Mapping[str, Any]) -> int | None:
     return None
 
 
-__all__ = ["PoolClaimer", "PoolPods", "pool_pod_view"]
+__all__ = ["PoolClaimer", "PoolPods"]
