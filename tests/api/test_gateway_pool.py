@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,15 +26,18 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from kubefaas import limits, naming
 from kubefaas.pool import POOL_COMPONENT, POOL_LABEL, SPECIALISED_LABEL
+from kubefaas_cluster.binaries import BinaryCache
 from kubefaas_cluster.pytest_plugin import KubeApi
 from kubefaas_gateway.app import create_app
 from kubefaas_gateway.backends.kubernetes import KubernetesBackend
 from kubefaas_gateway.registry import FunctionRegistry
 from kubefaas_gateway.settings import Settings
 from tests.api.test_gateway_kubernetes_cluster import (
+    CHART,
     apply_function,
     crd,
     deploy_like_the_operator,
@@ -41,6 +45,7 @@ from tests.api.test_gateway_kubernetes_cluster import (
     release_pod,
     replicas,
     run_pod,
+    service_account_kubeconfig,
     stand_in_runtime,
 )
 
@@ -176,9 +181,15 @@ class Gateway:
 
 @contextlib.asynccontextmanager
 async def gateway(
-    kube_api: KubeApi, ns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, tag: str = "a"
+    kube_api: KubeApi,
+    ns: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    tag: str = "a",
+    kubeconfig: Path | None = None,
 ) -> AsyncIterator[Gateway]:
-    monkeypatch.setenv("KUBECONFIG", str(kube_api.kubeconfig))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig or kube_api.kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     settings = Settings(
         state_dir=tmp_path / f"state-{tag}", namespaces=(ns,), auth_default="none", warm_pool=True
@@ -400,3 +411,72 @@ async def test_a_failed_specialisation_deletes_the_pod_and_the_call_cold_starts(
             assert gw.backend.pool.claims == 0
         await eventually(lambda: pod_labels(kube_api, ns, "pool-a") is None, "the pod deleted")
         assert replicas(kube_api, ns, "broken") == 1
+
+
+def render_pooled_gateway_role(kube_api: KubeApi, release: str) -> str:
+    """The gateway's ClusterRole as `helm install --set warmPool.size=1` would create it."""
+    version = kube_api.kubectl_json("version")["serverVersion"]["gitVersion"]
+    return subprocess.run(
+        [
+            str(BinaryCache.default().binary("helm")), "template", release, str(CHART),
+            "--kube-version", version, "--set", "warmPool.size=1",
+            "--show-only", "templates/gateway-clusterrole.yaml",
+        ],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+
+
+async def test_the_charts_gateway_role_with_pools_on_is_enough_to_claim_relabel_and_delete(
+    kube_api: KubeApi, ns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = f"gw-{uuid.uuid4().hex[:8]}"
+    rendered = render_pooled_gateway_role(kube_api, release)
+    role = yaml.safe_load(rendered)
+    kube_api.kubectl("create", "serviceaccount", "gateway", "-n", ns)
+    kube_api.apply(rendered)
+    kube_api.kubectl(
+        "create", "clusterrolebinding", release, f"--clusterrole={role['metadata']['name']}",
+        f"--serviceaccount={ns}:gateway",
+    )  # fmt: skip
+    # Code in a ConfigMap of the user's: the gateway reads it with its `get`.
+    kube_api.kubectl(
+        "create", "configmap", "hello-code", "-n", ns, f"--from-literal=main.py={CODE}"
+    )
+    fn = apply_function(
+        kube_api, ns, "hello", timeoutSeconds=20, code={"configMap": {"name": "hello-code"}}
+    )
+    deploy_like_the_operator(kube_api, fn)
+    broken = {"main.py": "raise RuntimeError('broken at import')\n"}
+    deploy_like_the_operator(
+        kube_api, apply_function(kube_api, ns, "broken", timeoutSeconds=2, code={"inline": broken})
+    )
+    try:
+        kubeconfig = service_account_kubeconfig(kube_api, ns, "gateway", tmp_path / "sa.yaml")
+        with pool_runtimes(tmp_path, 2) as runtimes:
+            for index, runtime in enumerate(runtimes):
+                run_pool_pod(kube_api, ns, runtime, name=f"pool-{index}")
+            async with gateway(kube_api, ns, tmp_path, monkeypatch, kubeconfig=kubeconfig) as gw:
+                await eventually(lambda: f"{ns}/broken" in gw.registry, "the Functions")
+                await sees_pool(gw, ns, 2)
+                served = await gw.client.post(f"/function/{ns}/hello", json={"n": 1})
+                assert served.status_code == 200, served.text
+                assert served.json()["function"] == "hello"
+                assert served.json()["pid"] in {r.process.pid for r in runtimes}
+                # The relabel (a merge patch) was allowed too.
+                await eventually(
+                    lambda: any(
+                        (pod_labels(kube_api, ns, f"pool-{i}") or {}).get(SPECIALISED_LABEL)
+                        == "true"
+                        for i in (0, 1)
+                    ),
+                    "the claimed pod labelled as a function pod",
+                )
+                failed = await gw.client.post(f"/function/{ns}/broken", json={})
+                assert failed.status_code == 504, failed.text
+                assert gw.backend.pool.failures == 1
+            # The pod that failed to specialise was deleted with the role's `delete`.
+            names = [n for n in ("pool-0", "pool-1") if pod_labels(kube_api, ns, n) is not None]
+            assert len(names) == 1
+    finally:
+        kube_api.kubectl("delete", "clusterrolebinding", release, check=False)
+        kube_api.kubectl("delete", "clusterrole", role["metadata"]["name"], check=False)
