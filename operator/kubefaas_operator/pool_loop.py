@@ -24,7 +24,8 @@ from kubefaas_operator.pool import POOL_SELECTOR, build_pool_deployment, pool_dr
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_POOL_SECONDS = 10.0
+# The ReplicaSets refill the pools; a pass only picks up new namespaces and repairs edits.
+DEFAULT_POOL_SECONDS = 30.0
 
 
 def pool_namespaces(kube: Kube, config: OperatorConfig) -> list[str]:
