@@ -65,6 +65,9 @@ POOL_LABEL: Final = "kubefaas.io/pool"
 SPECIALISED_LABEL: Final = "kubefaas.io/specialised"
 """``"true"`` on a claimed pool pod serving one function until the function's own pod is
 Ready (then it is retired)."""
+CLAIMED_AT_LABEL: Final = "kubefaas.io/claimed-at"
+"""Epoch seconds of the claim, on a claimed pool pod: a pod still ``specialised=pending``
+long after it was claimed was left by a gateway that died mid-claim, and is deleted."""
 POOL_COMPONENT: Final = "pool"
 """``app.kubernetes.io/component`` of pool pods (``function`` once claimed)."""
 POOL_ENV: Final = "KUBEFAAS_POOL"

@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from kubefaas import limits, naming
-from kubefaas.pool import POOL_COMPONENT, POOL_LABEL, SPECIALISED_LABEL
+from kubefaas.pool import CLAIMED_AT_LABEL, POOL_COMPONENT, POOL_LABEL, SPECIALISED_LABEL
 from kubefaas_cluster.binaries import BinaryCache
 from kubefaas_cluster.pytest_plugin import KubeApi
 from kubefaas_gateway.app import create_app
@@ -370,6 +370,8 @@ async def test_two_claims_of_one_pod_at_once_the_api_server_lets_exactly_one_thr
         assert POOL_LABEL not in labels
         assert labels[naming.FUNCTION_LABEL] == won[0]["metadata"]["labels"][naming.FUNCTION_LABEL]
         assert labels[SPECIALISED_LABEL] == "pending"
+        # When it was claimed: a gateway that died here leaves a pod the sweep deletes.
+        assert abs(int(labels[CLAIMED_AT_LABEL]) - time.time()) < 60
 
 
 async def test_a_function_that_reads_secrets_does_not_use_the_pool(
@@ -480,3 +482,36 @@ async def test_the_charts_gateway_role_with_pools_on_is_enough_to_claim_relabel_
     finally:
         kube_api.kubectl("delete", "clusterrolebinding", release, check=False)
         kube_api.kubectl("delete", "clusterrole", role["metadata"]["name"], check=False)
+
+
+async def test_a_pod_claimed_but_never_specialised_is_deleted_once_stale(
+    kube_api: KubeApi, ns: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What a gateway that died mid-claim leaves: out of its pool, `specialised=pending`.
+    now = int(time.time())
+    for name, claimed in (("left-behind", now - 600), ("being-claimed", now)):
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": {
+                    naming.FUNCTION_LABEL: "hello",
+                    SPECIALISED_LABEL: "pending",
+                    CLAIMED_AT_LABEL: str(claimed),
+                    naming.COMPONENT_LABEL: POOL_COMPONENT,
+                },
+            },
+            "spec": {
+                "automountServiceAccountToken": False,
+                "containers": [{"name": "function", "image": limits.RUNTIME_IMAGES["python3.11"]}],
+            },
+        }
+        kube_api.kubectl("create", "-f", "-", input=json.dumps(pod))
+    async with gateway(kube_api, ns, tmp_path, monkeypatch):
+        await eventually(
+            lambda: pod_labels(kube_api, ns, "left-behind") is None, "the stale claim deleted"
+        )
+    # A claim still within its time is left alone.
+    assert pod_labels(kube_api, ns, "being-claimed") is not None

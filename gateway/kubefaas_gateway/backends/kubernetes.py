@@ -53,6 +53,7 @@ from kubefaas_gateway.backends.activation import (
 )
 from kubefaas_gateway.backends.base import Acquired, Instance
 from kubefaas_gateway.backends.pool_claim import PoolClaimer, PoolPods
+from kubefaas_gateway.backends.pool_sweep import run_sweeper
 from kubefaas_gateway.backends.watches import Source, run_watch
 from kubefaas_gateway.discovery import Discovery, FunctionMirror, PodInstance, pod_view
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
@@ -146,6 +147,9 @@ class KubernetesBackend:
                 timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS),
             )
         loop = asyncio.get_running_loop()
+        if self._settings.warm_pool:
+            sweeper = run_sweeper(lambda: self._kube, self._settings.namespaces)
+            self._watches.append(loop.create_task(sweeper))
         synced: list[asyncio.Future[None]] = []
         for source in self._sources():
             first_list: asyncio.Future[None] = loop.create_future()

@@ -42,6 +42,7 @@ from yarl import URL
 from kubefaas import naming
 from kubefaas.api import Function
 from kubefaas.pool import (
+    CLAIMED_AT_LABEL,
     POOL_LABEL,
     SPECIALISED_LABEL,
     ineligible_reason,
@@ -220,6 +221,7 @@ class PoolClaimer:
             {"op": "remove", "path": label_path(POOL_LABEL)},
             {"op": "add", "path": label_path(naming.FUNCTION_LABEL), "value": fn.name},
             {"op": "add", "path": label_path(SPECIALISED_LABEL), "value": PENDING},
+            {"op": "add", "path": label_path(CLAIMED_AT_LABEL), "value": str(int(time.time()))},
         ]
         try:
             return await kube.json_patch(pod.path, operations)
