@@ -7,12 +7,13 @@ called by the cluster backend for a call to an eligible function with no ready i
 beside the normal 0 -> 1 activation; every call waiting for that function shares the one
 claim:
 
-1. read what the document needs: the code (inline, or the user's ConfigMap) and the
-   function's version from its Deployment (what its own pods get as
+1. read what the document needs, beside the claim patch: the code (inline, or the user's
+   ConfigMap) and the function's version from its Deployment (what its own pods get as
    ``KUBEFAAS_FUNCTION_VERSION``);
 2. claim a Ready pool pod of the function's runtime, namespace and size with one JSON patch
    whose first operation `test`s the pool label: it removes the pool label and adds
-   ``kubefaas.io/function=<name>`` and ``kubefaas.io/specialised=pending``. Of two gateways
+   ``kubefaas.io/function=<name>``, ``kubefaas.io/specialised=pending`` and
+   ``kubefaas.io/claimed-at`` (`backends.pool_sweep` deletes a claim left pending). Of two gateways
    patching one pod the second's `test` fails (422) and it tries another pod. The pod keeps
    ``app.kubernetes.io/component=pool`` for now, so no gateway routes to it and no Service
    selects it before it is a function; its pool ReplicaSet lets it go and makes another;
@@ -22,8 +23,8 @@ claim:
    ``specialised=true``) for the other gateways' watches. Any other answer, or no answer:
    the pod is deleted (it may hold half a function) and the calls wait for the cold start.
 
-Hand-over (`retire`): once the function's own pod is ready, the backend takes the
-specialised pod out of routing and this module deletes it when its in-flight calls are done.
+Hand-over (`hand_over`): once one of the function's own pods is routed to, its specialised
+pods leave routing and are deleted when their in-flight calls are done.
 """
 
 from __future__ import annotations
