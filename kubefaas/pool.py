@@ -55,3 +55,25 @@ def specialization_document(
         if entry.name not in reserved:
             env[entry.name] = entry.value
     return {"env": env, "files": dict(files)}
+
+
+# -- the pool's names and labels, shared by the operator (which keeps the pools) and the
+# gateway (which claims their pods); docs/warm-pool.md, "Pool Deployments".
+
+POOL_LABEL: Final = "kubefaas.io/pool"
+"""On a pool pod (and its Deployment): the runtime it runs. Removed when a gateway claims it."""
+SPECIALISED_LABEL: Final = "kubefaas.io/specialised"
+"""``"true"`` on a claimed pool pod serving one function until the function's own pod is
+Ready (then it is retired)."""
+CLAIMED_AT_LABEL: Final = "kubefaas.io/claimed-at"
+"""Epoch seconds of the claim, on a claimed pool pod: a pod still ``specialised=pending``
+long after it was claimed was left by a gateway that died mid-claim, and is deleted."""
+POOL_COMPONENT: Final = "pool"
+"""``app.kubernetes.io/component`` of pool pods (``function`` once claimed)."""
+POOL_ENV: Final = "KUBEFAAS_POOL"
+
+
+def pool_deployment_name(runtime: str) -> str:
+    """``kubefaas-pool-<runtime>`` with the runtime's dots as dashes (``python3.11`` ->
+    ``kubefaas-pool-python3-11``)."""
+    return "kubefaas-pool-" + runtime.replace(".", "-").replace("_", "-").lower()

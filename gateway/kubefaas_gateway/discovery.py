@@ -40,6 +40,7 @@ from typing import Any
 from kubefaas import naming, wire
 from kubefaas.api import InvalidFunction
 from kubefaas.objects import function_from_object, object_key
+from kubefaas.pool import SPECIALISED_LABEL
 from kubefaas_gateway.backends.base import Instance, least_inflight
 from kubefaas_gateway.registry import FunctionRegistry
 
@@ -55,6 +56,7 @@ class Probe(enum.Enum):
     UNKNOWN = "unknown"  # not probed yet, or the container restarted since
     OK = "ok"  # answered 200
     EVICTED = "evicted"  # the invoker could not connect: needs a fresh 200
+    RETIRED = "retired"  # a specialised pool pod handed over: never routed again
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +73,8 @@ class PodView:
     terminating: bool
     kubelet_ready: bool
     restarts: int
+    # A claimed warm-pool pod (docs/warm-pool.md): retired once the function's own is ready.
+    specialised: bool = False
 
     @property
     def key(self) -> str:
@@ -109,6 +113,7 @@ def pod_view(obj: Mapping[str, Any]) -> PodView | None:
         terminating=metadata.get("deletionTimestamp") is not None,
         kubelet_ready=ready,
         restarts=restarts,
+        specialised=(metadata.get("labels") or {}).get(SPECIALISED_LABEL) == "true",
     )
 
 
@@ -129,11 +134,17 @@ class PodInstance(Instance):
     """An `Instance` that is a pod; `uid` ties it back to the pod's state."""
 
     uid: str = ""
+    specialised: bool = False
 
 
 def _instance(view: PodView) -> PodInstance:
     return PodInstance(
-        id=view.instance_id, function_key=view.key, host=view.ip or "", port=view.port, uid=view.uid
+        id=view.instance_id,
+        function_key=view.key,
+        host=view.ip or "",
+        port=view.port,
+        uid=view.uid,
+        specialised=view.specialised,
     )
 
 
@@ -151,12 +162,16 @@ class _PodState:
 
     @property
     def routable(self) -> bool:
-        if not self.view.candidate or self.probe is Probe.EVICTED or self.kubelet_dropped:
+        if not self.view.candidate or self.kubelet_dropped:
+            return False
+        if self.probe in (Probe.EVICTED, Probe.RETIRED):
             return False
         return self.probe is Probe.OK or self.view.kubelet_ready
 
     @property
     def needs_probe(self) -> bool:
+        if self.probe is Probe.RETIRED:
+            return False
         return self.view.candidate and not self.routable and not self.kubelet_dropped
 
 
@@ -225,7 +240,7 @@ class Discovery:
             self._by_uid[view.uid] = state
             self._functions.setdefault(view.key, _Function()).pods[view.uid] = state
         else:
-            if view.restarts > state.view.restarts:
+            if view.restarts > state.view.restarts and state.probe is not Probe.RETIRED:
                 # A new container: whatever was known about the old one no longer holds.
                 state.probe = Probe.UNKNOWN
                 state.kubelet_was_ready = False
@@ -265,7 +280,7 @@ class Discovery:
     def probed(self, uid: str, now: float) -> set[str]:
         """The gateway's probe of pod `uid` answered 200."""
         state = self._by_uid.get(uid)
-        if state is None:
+        if state is None or state.probe is Probe.RETIRED:
             return set()
         state.probe = Probe.OK
         return self._settle(state, now)
@@ -275,10 +290,18 @@ class Discovery:
         if not isinstance(instance, PodInstance):
             return set()
         state = self._by_uid.get(instance.uid)
-        if state is None or state.instance is not instance:
+        if state is None or state.instance is not instance or state.probe is Probe.RETIRED:
             return set()
         state.probe = Probe.EVICTED
         return self._settle(state, now)
+
+    def retire(self, uid: str) -> set[str]:
+        """Stop routing to pod `uid` for good (a specialised pool pod handed over)."""
+        state = self._by_uid.get(uid)
+        if state is None:
+            return set()
+        state.probe = Probe.RETIRED
+        return self._settle(state, 0.0)  # never routable again: `now` is not read
 
     def _settle(self, state: _PodState, now: float) -> set[str]:
         """Make the ready list agree with the pod's state; report a change."""

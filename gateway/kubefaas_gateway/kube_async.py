@@ -27,6 +27,9 @@ __all__ = ["ApiError", "Backoff", "Kube", "KubeClient", "collection_path", "stat
 
 # Server-side apply takes YAML, of which JSON is a subset.
 APPLY_PATCH = "application/apply-patch+yaml"
+# RFC 6902: a list of operations, with `test` (the warm pool's claim, docs/warm-pool.md).
+JSON_PATCH = "application/json-patch+json"
+JsonPatch = list[dict[str, Any]]
 LIST_PAGE_SIZE = 500
 # Bookmarks arrive about once a minute; a watch read silent this much longer than its
 # server-side timeout is a dead connection.
@@ -63,6 +66,14 @@ class Kube(Protocol):
     async def patch(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """JSON merge patch (the gateway's one write: activation from zero, with a
         resourceVersion precondition in `body`)."""
+        ...
+
+    async def json_patch(self, path: str, operations: JsonPatch) -> dict[str, Any]:
+        """JSON patch (RFC 6902); a failed `test` operation raises `ApiError` (422)."""
+        ...
+
+    async def delete(self, path: str) -> None:
+        """DELETE the object at `path`; a missing object is not an error."""
         ...
 
     async def close(self) -> None: ...
@@ -105,7 +116,7 @@ class KubeClient:
         path: str,
         *,
         query: Iterable[tuple[str, str]] = (),
-        body: Mapping[str, Any] | None = None,
+        body: Mapping[str, Any] | JsonPatch | None = None,
         content_type: str = JSON,
         request_timeout: float | aiohttp.ClientTimeout = REQUEST_TIMEOUT_SECONDS,
     ) -> aiohttp.ClientResponse:
@@ -183,6 +194,16 @@ class KubeClient:
 
     async def patch(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         return await self._json("PATCH", path, body=body, content_type=MERGE_PATCH)
+
+    async def json_patch(self, path: str, operations: JsonPatch) -> dict[str, Any]:
+        return await self._json("PATCH", path, body=operations, content_type=JSON_PATCH)
+
+    async def delete(self, path: str) -> None:
+        try:
+            await self._json("DELETE", path)
+        except ApiError as exc:
+            if not exc.not_found:
+                raise
 
     async def apply(
         self, path: str, body: Mapping[str, Any], *, field_manager: str

@@ -319,6 +319,11 @@ class Settings(BaseSettings):
     """`KUBEFAAS_NAMESPACES`, default unset (every namespace): comma-separated namespaces
     whose Functions the gateway serves and whose pods it routes to."""
 
+    warm_pool: bool = False
+    """`KUBEFAAS_WARM_POOL`, default false (the chart sets it when `warmPool.size` > 0):
+    watch warm-pool pods and claim one for an eligible function with no ready instance
+    (docs/warm-pool.md)."""
+
     @field_validator("async_dropped_headers", mode="before")
     @classmethod
     def _split_headers(cls, value: object) -> object:

@@ -15,6 +15,8 @@ from typing import Any
 
 from kubefaas import limits, naming
 from kubefaas.destinations import AddressRule
+from kubefaas.quantity import mebibytes
+from kubefaas_operator.pool import PoolSettings
 
 DEFAULT_GATEWAY_URL = "http://kubefaas-gateway.kubefaas-system.svc"
 """Where Functions are invoked when neither --gateway-url nor KUBEFAAS_GATEWAY_URL is set:
@@ -44,6 +46,9 @@ AUTOSCALER_ENV = "KUBEFAAS_OPERATOR_AUTOSCALER"
 GATEWAY_NAMESPACE_ENV = "KUBEFAAS_GATEWAY_NAMESPACE"
 GATEWAY_SELECTOR_ENV = "KUBEFAAS_GATEWAY_SELECTOR"
 GATEWAY_STATS_TOKEN_ENV = "KUBEFAAS_GATEWAY_STATS_TOKEN"
+POOL_SIZE_ENV = "KUBEFAAS_POOL_SIZE"
+POOL_MAX_PER_NAMESPACE_ENV = "KUBEFAAS_POOL_MAX_PER_NAMESPACE"
+POOL_MEMORY_ENV = "KUBEFAAS_POOL_MEMORY"
 
 
 class ConfigError(ValueError):
@@ -91,6 +96,9 @@ class OperatorConfig:
     (comma-separated CIDRs, default none), the gateway's SSRF rule: URL destinations it
     refuses are reported as ``DestinationsAllowed=False`` (docs/architecture.md,
     "Refused destinations"). Set them to the gateway's values."""
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    """``KUBEFAAS_POOL_SIZE`` (default 0 = no pools), ``KUBEFAAS_POOL_MAX_PER_NAMESPACE``
+    (4), ``KUBEFAAS_POOL_MEMORY`` (256Mi): the warm pools (docs/warm-pool.md)."""
 
     @property
     def clusterwide(self) -> bool:
@@ -155,6 +163,33 @@ def _flag(environ: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, got {text!r}")
 
 
+def _count(environ: Mapping[str, str], name: str, default: int) -> int:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) > 1000:
+        raise ConfigError(f"{name} must be an integer 0-1000, got {text!r}")
+    return int(text)
+
+
+def _pool(environ: Mapping[str, str]) -> PoolSettings:
+    memory = environ.get(POOL_MEMORY_ENV, "").strip() or limits.MEMORY_DEFAULT
+    try:
+        size = mebibytes(memory)
+    except ValueError:
+        size = 0
+    if size < mebibytes(limits.MEMORY_MIN) or size > mebibytes(limits.MEMORY_MAX):
+        raise ConfigError(
+            f"{POOL_MEMORY_ENV} must be a memory size {limits.MEMORY_MIN}-{limits.MEMORY_MAX} "
+            f"(e.g. 256Mi), got {memory!r}"
+        )
+    return PoolSettings(
+        size=_count(environ, POOL_SIZE_ENV, 0),
+        max_per_namespace=_count(environ, POOL_MAX_PER_NAMESPACE_ENV, 4),
+        memory=memory,
+    )
+
+
 def load_config(
     *,
     namespaces: Sequence[str] | None,
@@ -187,6 +222,7 @@ def load_config(
         gateway_selector=environ.get(GATEWAY_SELECTOR_ENV, "").strip() or DEFAULT_GATEWAY_SELECTOR,
         gateway_stats_token=environ.get(GATEWAY_STATS_TOKEN_ENV, "").strip() or None,
         destination_rule=_destination_rule(environ),
+        pool=_pool(environ),
     )
 
 

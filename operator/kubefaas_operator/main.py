@@ -17,7 +17,7 @@ from typing import Any
 
 import kopf
 
-from kubefaas_operator import operator_metrics, resync
+from kubefaas_operator import operator_metrics, pool_loop, resync
 from kubefaas_operator.config import ConfigError, OperatorConfig, load_config
 from kubefaas_operator.context import OperatorContext
 from kubefaas_operator.handlers import register_all
@@ -48,6 +48,12 @@ def background_loops(
         from kubefaas_operator.autoscaler import run_default_autoscaler
 
         loops.append(run_default_autoscaler(context.kube, context.config, stop))
+    # The warm pools (docs/warm-pool.md): also when off, to delete pools left from before.
+    loops.append(
+        pool_loop.run_forever(
+            context.kube, context.config, interval=pool_loop.DEFAULT_POOL_SECONDS, stop=stop
+        )
+    )
     return loops
 
 

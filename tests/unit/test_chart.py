@@ -499,6 +499,14 @@ def test_gateway_rbac_is_what_the_gateway_code_calls() -> None:
     assert rule_triples(role["rules"]) == GATEWAY_GRANTS
     with_console = find(render("console.enabled=true"), "ClusterRole", "kubefaas-gateway")
     assert rule_triples(with_console["rules"]) == GATEWAY_GRANTS | CONSOLE_GRANTS
+    # With warm pools on: claim, retire or delete pool pods; read code and version.
+    pooled = find(render("warmPool.size=2"), "ClusterRole", "kubefaas-gateway")
+    assert rule_triples(pooled["rules"]) == GATEWAY_GRANTS | {
+        ("", "pods", "*any*", "patch"),
+        ("", "pods", "*any*", "delete"),
+        ("", "configmaps", "*any*", "get"),
+        ("apps", "deployments", "*any*", "get"),
+    }
 
 
 def test_watched_namespaces_get_roles_and_cluster_roles_keep_discovery_only() -> None:
@@ -553,6 +561,27 @@ def test_watched_namespaces_get_roles_and_cluster_roles_keep_discovery_only() ->
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": f"kubefaas-{component}", "namespace": NAMESPACE}
         ], (ns, name)
+
+
+def test_warm_pool_values_reach_the_operator() -> None:
+    operator = find(
+        render("warmPool.size=3", "warmPool.memory=512Mi"), "Deployment", "kubefaas-operator"
+    )
+    env = {
+        e["name"]: e.get("value")
+        for e in operator["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KUBEFAAS_POOL_SIZE"] == "3"
+    assert env["KUBEFAAS_POOL_MAX_PER_NAMESPACE"] == "4"
+    assert env["KUBEFAAS_POOL_MEMORY"] == "512Mi"
+    gateways = [render(*sets) for sets in ((), ("warmPool.size=1",))]
+    claims = []
+    for objects in gateways:
+        gateway = find(objects, "Deployment", "kubefaas-gateway")
+        container = gateway["spec"]["template"]["spec"]["containers"][0]
+        claims.append({e["name"]: e.get("value") for e in container["env"]}["KUBEFAAS_WARM_POOL"])
+    assert claims == ["false", "true"]
+    assert "/warmPool/size" in render_error("warmPool.size=-1")
 
 
 @pytest.mark.parametrize("sets", [(), ALL_FEATURES, REDIS], ids=["default", "all", "redis"])
@@ -689,9 +718,12 @@ def test_function_pods_admit_only_the_gateway_on_the_runtime_port() -> None:
         for o in objects
         if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == "team-a"
     )
-    selector = policy["spec"]["podSelector"]["matchLabels"]
-    assert selector[naming.COMPONENT_LABEL] == naming.FUNCTION_COMPONENT
-    assert selector[naming.MANAGED_BY_LABEL] == naming.MANAGED_BY
+    selector = policy["spec"]["podSelector"]
+    assert selector["matchLabels"] == {naming.MANAGED_BY_LABEL: naming.MANAGED_BY}
+    # Function pods and warm-pool pods (docs/warm-pool.md, "Security").
+    assert selector["matchExpressions"] == [
+        {"key": naming.COMPONENT_LABEL, "operator": "In", "values": ["function", "pool"]}
+    ]
     [rule] = policy["spec"]["ingress"]
     assert rule["ports"] == [{"port": wire.RUNTIME_PORT, "protocol": "TCP"}]
     [peer] = rule["from"]

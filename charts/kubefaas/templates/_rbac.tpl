@@ -74,6 +74,20 @@ apply of Functions (console/store.py: create and patch).
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get"]
+{{- if gt (int .Values.warmPool.size) 0 }}
+# Warm pool (docs/warm-pool.md): claim a pool pod (a JSON patch of its labels), delete it
+# when specialising fails or once it is retired, read a function's code from its ConfigMap
+# and its version from its Deployment to send them. Only when pools are on.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["patch", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["get"]
+{{- end }}
 {{- if .Values.console.enabled }}
 # The console's Deploy and Delete: create or update Functions (server-side apply),
 # delete them.

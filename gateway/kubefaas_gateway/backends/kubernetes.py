@@ -45,12 +45,15 @@ from yarl import URL
 
 from kubefaas import limits, naming
 from kubefaas.api import Function
+from kubefaas.pool import POOL_LABEL
 from kubefaas_gateway.backends.activation import (
     ACTIVATION_RECHECK_SECONDS,
     Activation,
     scale_from_zero,
 )
 from kubefaas_gateway.backends.base import Acquired, Instance
+from kubefaas_gateway.backends.pool_claim import PoolClaimer, PoolPods
+from kubefaas_gateway.backends.pool_sweep import run_sweeper
 from kubefaas_gateway.backends.watches import Source, run_watch
 from kubefaas_gateway.discovery import Discovery, FunctionMirror, PodInstance, pod_view
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
@@ -111,6 +114,9 @@ class KubernetesBackend:
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._watches: list[asyncio.Task[None]] = []
         self._stopping = False
+        # The warm pool (docs/warm-pool.md): pool pods from one more watch, claimed for an
+        # eligible function with no ready instance, beside its activation.
+        self.pool = PoolClaimer(pods=PoolPods(), kube=lambda: self._kube, claimed=self._claimed)
 
     @property
     def discovery(self) -> Discovery:
@@ -141,6 +147,9 @@ class KubernetesBackend:
                 timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS),
             )
         loop = asyncio.get_running_loop()
+        if self._settings.warm_pool:
+            sweeper = run_sweeper(lambda: self._kube, self._settings.namespaces)
+            self._watches.append(loop.create_task(sweeper))
         synced: list[asyncio.Future[None]] = []
         for source in self._sources():
             first_list: asyncio.Future[None] = loop.create_future()
@@ -181,6 +190,7 @@ class KubernetesBackend:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._watches = []
         self._probes = {}
+        await self.pool.stop()
         for activation in self._activations.values():
             activation.notify()
         if self._probe_session is not None:
@@ -216,6 +226,18 @@ class KubernetesBackend:
                     event=self._pod_event,
                 )
             )
+            if not self._settings.warm_pool:
+                continue
+            sources.append(
+                Source(
+                    what="warm pool pods",
+                    path=collection_path("v1", "pods", namespace),
+                    namespace=namespace,
+                    label_selector=POOL_LABEL,
+                    resync=functools.partial(self.pool.pods.resync, namespace=namespace),
+                    event=self.pool.pods.event,
+                )
+            )
         return sources
 
     # -- the invoke path -------------------------------------------------------------------
@@ -239,6 +261,8 @@ class KubernetesBackend:
                 return Acquired(chosen, True)
             if self._stopping:
                 raise NoCapacity("the gateway is shutting down")
+            if self._settings.warm_pool:
+                self.pool.maybe_claim(fn)
             idle = activation.task is None or activation.task.done()
             now = loop.time()
             if (
@@ -305,13 +329,26 @@ class KubernetesBackend:
         self._changed(changed, [*self._probes, *self._discovery.to_probe()])
 
     def _changed(self, keys: Iterable[str], uids: Iterable[str]) -> None:
-        """Wake the waiters of functions whose ready set changed; start or stop probes."""
+        """Wake the waiters of functions whose ready set changed; start or stop probes;
+        retire specialised pool pods once a function's own pod is ready."""
         for key in keys:
             activation = self._activations.get(key)
             if activation is not None:
                 activation.notify()
+            fn = self._registry.get(key)
+            if fn is not None:
+                self.pool.hand_over(fn, self._discovery, self._tracker.instance_inflight)
         for uid in uids:
             self._sync_probe(uid)
+
+    def _claimed(self, pod: dict[str, Any]) -> None:
+        """A pool pod answered its specialisation: route to it now (docs/warm-pool.md)."""
+        view = pod_view(pod)
+        if view is None:
+            return
+        now = time.monotonic()
+        changed = self._discovery.apply(view, now) | self._discovery.probed(view.uid, now)
+        self._changed(changed, [view.uid])
 
     # -- probing ---------------------------------------------------------------------------
 
