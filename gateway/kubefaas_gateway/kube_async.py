@@ -72,8 +72,9 @@ class Kube(Protocol):
         """JSON patch (RFC 6902); a failed `test` operation raises `ApiError` (422)."""
         ...
 
-    async def delete(self, path: str) -> None:
-        """DELETE the object at `path`; a missing object is not an error."""
+    async def delete(self, path: str, *, missing_ok: bool = True) -> None:
+        """DELETE the object at `path`; a missing object is an error only without
+        `missing_ok` (`ApiError`, 404)."""
         ...
 
     async def close(self) -> None: ...
@@ -198,11 +199,11 @@ class KubeClient:
     async def json_patch(self, path: str, operations: JsonPatch) -> dict[str, Any]:
         return await self._json("PATCH", path, body=operations, content_type=JSON_PATCH)
 
-    async def delete(self, path: str) -> None:
+    async def delete(self, path: str, *, missing_ok: bool = True) -> None:
         try:
             await self._json("DELETE", path)
         except ApiError as exc:
-            if not exc.not_found:
+            if not (exc.not_found and missing_ok):
                 raise
 
     async def apply(
@@ -212,10 +213,6 @@ class KubeClient:
         Deploy, docs/console.md); conflicts with other managers are forced."""
         query = [("fieldManager", field_manager), ("force", "true")]
         return await self._json("PATCH", path, body=body, query=query, content_type=APPLY_PATCH)
-
-    async def delete(self, path: str) -> dict[str, Any]:
-        """Delete the object at `path` (the console's Delete, docs/console.md)."""
-        return await self._json("DELETE", path)
 
     async def close(self) -> None:
         await self._client.close()

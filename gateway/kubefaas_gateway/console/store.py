@@ -159,13 +159,13 @@ class FolderStore:
 
 
 class KubeApply(Protocol):
-    """The one write the console needs from the gateway's door (`kube_async.KubeClient`)."""
+    """The writes the console needs from the gateway's door (`kube_async.KubeClient`)."""
 
     async def apply(
         self, path: str, body: dict[str, Any], *, field_manager: str
     ) -> dict[str, Any]: ...
 
-    async def delete(self, path: str) -> dict[str, Any]: ...
+    async def delete(self, path: str, *, missing_ok: bool = True) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -200,7 +200,7 @@ class ClusterStore:
     async def delete(self, namespace: str, name: str) -> str:
         path = f"/apis/kubefaas.io/v1alpha1/namespaces/{namespace}/functions/{name}"
         try:
-            await self._kube.delete(path)
+            await self._kube.delete(path, missing_ok=False)
         except ApiError as exc:
             if exc.status == 403:
                 raise DeployForbidden(
