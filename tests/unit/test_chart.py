@@ -488,6 +488,7 @@ def test_gateway_rbac_reads_functions_and_pods_and_activates_deployments_only() 
     expected = {
         *(("kubefaas.io", "functions", "*any*", v) for v in read),
         *(("", "pods", "*any*", v) for v in read),
+        ("", "pods/log", "*any*", "get"),  # ending pods' logs (docs/logs.md)
         *(("discovery.k8s.io", "endpointslices", "*any*", v) for v in read),
         *(("apps", "deployments", "*any*", v) for v in read),
         *(("apps", "deployments/scale", "*any*", v) for v in ("get", "patch", "update")),

@@ -51,6 +51,7 @@ from kubefaas_gateway.backends.activation import (
     scale_from_zero,
 )
 from kubefaas_gateway.backends.base import Acquired, Instance
+from kubefaas_gateway.backends.pod_logs import OutputSink, PodLogKeeper
 from kubefaas_gateway.backends.watches import Source, run_watch
 from kubefaas_gateway.discovery import Discovery, FunctionMirror, PodInstance, pod_view
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
@@ -111,6 +112,10 @@ class KubernetesBackend:
         self._probes: dict[str, asyncio.Task[None]] = {}
         self._watches: list[asyncio.Task[None]] = []
         self._stopping = False
+        # Set by `observe.attach` when the gateway keeps function logs: ending pods' logs
+        # are streamed into it (`pod_logs`, docs/logs.md).
+        self.output_sink: OutputSink | None = None
+        self._log_keeper: PodLogKeeper | None = None
 
     @property
     def discovery(self) -> Discovery:
@@ -135,6 +140,8 @@ class KubernetesBackend:
                     "no Kubernetes API to talk to: not in a pod with a service account, "
                     f"and no usable kubeconfig ($KUBECONFIG or ~/.kube/config): {exc}"
                 ) from exc
+        if self.output_sink is not None and hasattr(self._kube, "pod_log_lines"):
+            self._log_keeper = PodLogKeeper(self._kube, self.output_sink)  # type: ignore[arg-type]
         if self._http_probing:
             self._probe_session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(force_close=True, use_dns_cache=False),
@@ -181,6 +188,9 @@ class KubernetesBackend:
         await asyncio.gather(*tasks, return_exceptions=True)
         self._watches = []
         self._probes = {}
+        if self._log_keeper is not None:
+            await self._log_keeper.stop()
+            self._log_keeper = None
         for activation in self._activations.values():
             activation.notify()
         if self._probe_session is not None:
@@ -294,6 +304,8 @@ class KubernetesBackend:
         if kind == "DELETED":
             changed = self._discovery.delete(view.uid)
         elif kind in ("ADDED", "MODIFIED"):
+            if self._log_keeper is not None:
+                self._log_keeper.pod_changed(view)
             changed = self._discovery.apply(view, time.monotonic())
         else:
             return

@@ -3,11 +3,12 @@
     GET /system/logs?function=ns/name[&invocation=ID][&since=SECONDS][&after=SEQ][&limit=N]
     GET /system/usage[?from=EPOCH][&to=EPOCH][&namespace=NS]
 
-Both need the admin bearer token (`admin.require_admin`). `/system/logs` reads the local
-mode's function log store (404 with a message when the gateway keeps none: on a cluster,
-`kubefaas logs` reads pod logs through the API server); `after` is the `seq` of the last
-line already seen, which is how `kubefaas logs --follow` polls. `/system/usage` sums the
-metered usage per function over [from, to) (minute granularity; default: the last 30 days).
+Both need the admin bearer token (`admin.require_admin`). `/system/logs` reads the
+function log store (local instances' output; on a cluster, the logs of pods that ended,
+`backends.pod_logs`; 404 with a message when the gateway keeps none); `after` is the
+`seq` of the last line already seen, which is how `kubefaas logs --follow` polls.
+`/system/usage` sums the metered usage per function over [from, to) (minute granularity;
+default: the last 30 days).
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ async def function_logs(
     store = state.observe.logs if state.observe is not None else None
     if store is None:
         raise InvocationNotFound(
-            "this gateway keeps no function logs (local mode only, KUBEFAAS_FUNCTION_LOGS); "
-            "on a cluster `kubefaas logs` reads pod logs through the API server"
+            "this gateway keeps no function logs (KUBEFAAS_FUNCTION_LOGS is off); "
+            "`kubefaas logs --cluster` reads live pods' logs through the API server"
         )
     key = function if "/" in function else f"{settings.default_namespace}/{function}"
     lines = await asyncio.to_thread(
