@@ -83,6 +83,8 @@ def release(cluster: Cluster) -> Iterator[Release]:
             # These tests are about everything but invoke auth (docs/security.md).
             "auth": {"default": "none"},
             "gateway": {"defaultNamespace": functions_namespace, "logLevel": "debug"},
+            # The console's browser flow (test_console.py); it logs in with the admin token.
+            "console": {"enabled": True},
         }
         install = cluster.helm(
             "install", name, str(CHART), "-n", namespace, "-f", "-",

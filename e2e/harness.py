@@ -287,6 +287,13 @@ class Release:
         token = base64.b64decode((secret.get("data") or {}).get("metrics-token", "")).decode()
         return {"Authorization": f"Bearer {token}"} if token else {}
 
+    def admin_token(self) -> str:
+        """The admin token the chart generated (console login, `/system/*`)."""
+        secret = self.cluster.json(
+            "get", "secret", f"{self.fullname}-gateway", "-n", self.namespace
+        )  # fmt: skip
+        return base64.b64decode(secret["data"]["admin-token"]).decode()
+
     def uninstall(self) -> subprocess.CompletedProcess[str]:
         result = self.cluster.helm(
             "uninstall", self.name, "-n", self.namespace, "--wait", "--timeout=180s",

@@ -5,7 +5,6 @@ kept by the gateway's log keeper.
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import sys
@@ -55,13 +54,6 @@ def said(lines: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         for line in lines
         if line.get("logger") == "stdout" and line.get("msg", "").startswith("said ")
     }
-
-
-def admin_token(release: Release) -> str:
-    secret = release.cluster.json(
-        "get", "secret", f"{release.fullname}-gateway", "-n", release.namespace
-    )  # fmt: skip
-    return base64.b64decode(secret["data"]["admin-token"]).decode()
 
 
 def ready_pods(release: Release, name: str) -> list[str]:
@@ -149,7 +141,7 @@ def test_logs_of_two_instances_merged_then_kept_after_scale_to_zero(
 
     # The gateway kept what those pods printed as they ended.
     kept = kubefaas_logs(
-        release, name, f"--gateway={release.gateway.url}", f"--token={admin_token(release)}"
+        release, name, f"--gateway={release.gateway.url}", f"--token={release.admin_token()}"
     )
     printed = said(kept)
     assert set(printed) == set(answers), f"not kept: {set(answers) - set(printed)}"
@@ -159,7 +151,7 @@ def test_logs_of_two_instances_merged_then_kept_after_scale_to_zero(
     assert stamps == sorted(stamps)
     assert {line["instance"] for line in kept} == set(pods)
     only = kubefaas_logs(
-        release, name, f"--gateway={release.gateway.url}", f"--token={admin_token(release)}",
+        release, name, f"--gateway={release.gateway.url}", f"--token={release.admin_token()}",
         "--invocation", one,
     )  # fmt: skip
     assert list(said(only)) == ["t3"]
