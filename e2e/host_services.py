@@ -1,5 +1,6 @@
 """Servers the e2e tests run on this machine for pods to reach: a side-effect recorder
-(functions POST what they handled to it) and nats-server (queue triggers).
+(functions POST what they handled to it), nats-server (queue triggers) and redis-server
+(the gateway's Redis queue).
 
 Pods of the local cluster reach this machine at its pod bridge's address (the first
 address of the pod CIDR, the `cni0` bridge's gateway IP); the servers bind there, never
@@ -22,6 +23,7 @@ import pytest
 from e2e.harness import Cluster
 from kubefaas_cluster import network
 from tests.nats_server import NatsServer, start_nats
+from tests.redis_server import RedisServer, start_redis
 
 
 def pod_bridge_address(cluster: Cluster) -> str:
@@ -80,6 +82,16 @@ def recorder(cluster: Cluster) -> Iterator[Recorder]:
 def bridge_nats(cluster: Cluster, tmp_path: Path) -> Iterator[NatsServer]:
     """nats-server with JetStream on the pod bridge address, for this test only."""
     server = start_nats(tmp_path / "nats", host=pod_bridge_address(cluster))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def bridge_redis(cluster: Cluster, tmp_path: Path) -> Iterator[RedisServer]:
+    """redis-server on the pod bridge address, for this test only."""
+    server = start_redis(tmp_path / "redis", host=pod_bridge_address(cluster))
     try:
         yield server
     finally:
