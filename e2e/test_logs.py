@@ -150,6 +150,9 @@ def test_logs_of_two_instances_merged_then_kept_after_scale_to_zero(
     stamps = [line["ts"] for line in kept]
     assert stamps == sorted(stamps)
     assert {line["instance"] for line in kept} == set(pods)
+    # Kept until each container exited: the runtime's last words while stopping are there.
+    drained = {line["instance"] for line in kept if line.get("msg") == "drained"}
+    assert drained == set(pods), f"no 'drained' line kept for {set(pods) - drained}"
     only = kubefaas_logs(
         release, name, f"--gateway={release.gateway.url}", f"--token={release.admin_token()}",
         "--invocation", one,
