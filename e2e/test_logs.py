@@ -33,8 +33,11 @@ def handler(event, context):
 """
 
 
-def kubefaas_logs(release: Release, name: str, *args: str) -> list[dict[str, Any]]:
-    """`kubefaas logs NS/NAME --cluster ...` as a user runs it: the JSON lines printed."""
+def kubefaas_logs(
+    release: Release, name: str, *args: str, stderr: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """`kubefaas logs NS/NAME --cluster ...` as a user runs it: the JSON lines printed
+    (what it said on stderr is appended to `stderr`)."""
     result = subprocess.run(
         [
             sys.executable, "-m", "kubefaas.cli", "logs",
@@ -44,6 +47,8 @@ def kubefaas_logs(release: Release, name: str, *args: str) -> list[dict[str, Any
         capture_output=True, text=True, timeout=120, check=False, cwd=REPO,
     )  # fmt: skip
     assert result.returncode == 0, f"kubefaas logs failed:\n{result.stderr}"
+    if stderr is not None:
+        stderr.append(result.stderr)
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
@@ -137,7 +142,10 @@ def test_logs_of_two_instances_merged_then_kept_after_scale_to_zero(
     )  # fmt: skip
     assert gone.returncode != 0
     assert "not found" in gone.stderr.lower(), gone.stderr
-    assert said(kubefaas_logs(release, name)) == {}, "no pod left, so the API shows nothing"
+    said_on_stderr: list[str] = []
+    assert said(kubefaas_logs(release, name, stderr=said_on_stderr)) == {}, "no pod, no lines"
+    assert "no pod of" in said_on_stderr[0]
+    assert "--gateway URL --token T" in said_on_stderr[0]
 
     # The gateway kept what those pods printed as they ended.
     kept = kubefaas_logs(

@@ -17,6 +17,7 @@ in too; a line read both ways (a pod still stopping) is printed once.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable
 from typing import Any, TextIO
@@ -101,8 +102,16 @@ def print_pod_logs(
     """Print the merged lines; `kept(since_seconds)` gives the lines of ended pods."""
     api = _api(kubeconfig)
     seen: set[str] = set()
+    hinted = False
     while True:
         logs = read_pod_logs(api, namespace, name, since_seconds=since_seconds)
+        if not logs and kept is None and not hinted:
+            hinted = True
+            print(
+                f"kubefaas logs: no pod of {namespace}/{name} is running; the lines of pods "
+                "that ended are kept by the gateway: add --gateway URL --token T",
+                file=sys.stderr,
+            )
         if kept is not None:
             logs[KEPT] = "\n".join(kept(since_seconds))
         for _, _, line in merged_lines(logs, invocation=invocation):
