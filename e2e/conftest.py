@@ -23,18 +23,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from e2e.harness import (
-    CHART,
-    INSTALL_TIMEOUT_SECONDS,
     Cluster,
-    Gateway,
     Release,
-    answers,
-    create_namespace,
     function_manifest,
-    gateway_url,
+    installed_release,
     resolve_cluster,
     wait_for,
 )
@@ -70,52 +64,15 @@ def cluster() -> Cluster:
 @pytest.fixture(scope="session")
 def release(cluster: Cluster) -> Iterator[Release]:
     """The chart, installed once per session under restricted Pod Security."""
-    suffix = uuid.uuid4().hex[:6]
-    name = f"kubefaas-e2e-{suffix}"
-    namespace, functions_namespace = f"kubefaas-e2e-{suffix}", f"kubefaas-fn-{suffix}"
-    for ns in (namespace, functions_namespace):
-        create_namespace(cluster, ns)
-    stop_forward: Callable[[], None] = lambda: None  # noqa: E731
-    gateway: Gateway | None = None
-    try:
-        values = {
-            "watchNamespaces": [functions_namespace],
-            # These tests are about everything but invoke auth (docs/security.md).
-            "auth": {"default": "none"},
-            "gateway": {"defaultNamespace": functions_namespace, "logLevel": "debug"},
-        }
-        install = cluster.helm(
-            "install", name, str(CHART), "-n", namespace, "-f", "-",
-            "--wait", f"--timeout={INSTALL_TIMEOUT_SECONDS}s",
-            input=yaml.safe_dump(values), check=False, timeout=INSTALL_TIMEOUT_SECONDS + 60,
-        )  # fmt: skip
-        if install.returncode != 0:
-            state = cluster.kubectl("get", "pods,events", "-n", namespace, check=False).stdout
-            pytest.fail(f"helm install failed:\n{install.stderr}\n{state}", pytrace=False)
-        url, stop_forward = gateway_url(cluster, namespace=namespace, service=f"{name}-gateway")
-        gateway = Gateway(url=url, namespace=functions_namespace)
-        result = Release(
-            cluster=cluster,
-            name=name,
-            namespace=namespace,
-            functions_namespace=functions_namespace,
-            gateway=gateway,
-        )
-        wait_for(
-            "the gateway to answer /readyz through its Service",
-            lambda: answers(gateway, "/readyz"),
-            timeout=60,
-            explain=result.diagnostics,
-        )
+    values = {
+        # These tests are about everything but invoke auth (docs/security.md).
+        "auth": {"default": "none"},
+        "gateway": {"logLevel": "debug"},
+        # The console's browser flow (test_console.py); it logs in with the admin token.
+        "console": {"enabled": True},
+    }
+    with installed_release(cluster, "kubefaas-e2e", values) as result:
         yield result
-    finally:
-        if gateway is not None:
-            gateway.client.close()
-        stop_forward()
-        cluster.kubectl("delete", "functions", "--all", "-n", functions_namespace, check=False)
-        cluster.helm("uninstall", name, "-n", namespace, "--wait", check=False, timeout=240)
-        for ns in (functions_namespace, namespace):
-            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 Deploy = Callable[..., str]

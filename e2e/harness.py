@@ -20,13 +20,15 @@ at tag 0.1.0 first.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,6 +289,13 @@ class Release:
         token = base64.b64decode((secret.get("data") or {}).get("metrics-token", "")).decode()
         return {"Authorization": f"Bearer {token}"} if token else {}
 
+    def admin_token(self) -> str:
+        """The admin token the chart generated (console login, `/system/*`)."""
+        secret = self.cluster.json(
+            "get", "secret", f"{self.fullname}-gateway", "-n", self.namespace
+        )  # fmt: skip
+        return base64.b64decode(secret["data"]["admin-token"]).decode()
+
     def uninstall(self) -> subprocess.CompletedProcess[str]:
         result = self.cluster.helm(
             "uninstall", self.name, "-n", self.namespace, "--wait", "--timeout=180s",
@@ -312,6 +321,61 @@ class Release:
             )  # fmt: skip
             parts.append(f"----- {component} log -----\n{logs.stdout}{logs.stderr}")
         return "\n".join(parts)
+
+
+@contextlib.contextmanager
+def installed_release(cluster: Cluster, prefix: str, values: dict[str, Any]) -> Iterator[Release]:
+    """The chart installed as `<prefix>-<suffix>` into its own namespace, watching a second
+    one for Functions (both restricted); `values` are merged over those two settings.
+    Everything is deleted on exit."""
+    suffix = uuid.uuid4().hex[:6]
+    name = f"{prefix}-{suffix}"
+    namespace, functions_namespace = f"{prefix}-{suffix}", f"kubefaas-fn-{suffix}"
+    for ns in (namespace, functions_namespace):
+        create_namespace(cluster, ns)
+    stop_forward: Callable[[], None] = lambda: None  # noqa: E731
+    gateway: Gateway | None = None
+    try:
+        values = deep_merge(
+            {
+                "watchNamespaces": [functions_namespace],
+                "gateway": {"defaultNamespace": functions_namespace},
+            },
+            values,
+        )
+        install = cluster.helm(
+            "install", name, str(CHART), "-n", namespace, "-f", "-",
+            "--wait", f"--timeout={INSTALL_TIMEOUT_SECONDS}s",
+            input=yaml.safe_dump(values), check=False, timeout=INSTALL_TIMEOUT_SECONDS + 60,
+        )  # fmt: skip
+        if install.returncode != 0:
+            state = cluster.kubectl("get", "pods,events", "-n", namespace, check=False).stdout
+            pytest.fail(f"helm install failed:\n{install.stderr}\n{state}", pytrace=False)
+        url, stop_forward = gateway_url(cluster, namespace=namespace, service=f"{name}-gateway")
+        gateway = Gateway(url=url, namespace=functions_namespace)
+        result = Release(
+            cluster=cluster,
+            name=name,
+            namespace=namespace,
+            functions_namespace=functions_namespace,
+            gateway=gateway,
+        )
+        started = gateway
+        wait_for(
+            "the gateway to answer /readyz through its Service",
+            lambda: answers(started, "/readyz"),
+            timeout=60,
+            explain=result.diagnostics,
+        )
+        yield result
+    finally:
+        if gateway is not None:
+            gateway.client.close()
+        stop_forward()
+        cluster.kubectl("delete", "functions", "--all", "-n", functions_namespace, check=False)
+        cluster.helm("uninstall", name, "-n", namespace, "--wait", check=False, timeout=240)
+        for ns in (functions_namespace, namespace):
+            cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def wait_for(

@@ -8,17 +8,24 @@ current container's log and, when the container restarted, the previous one's (w
 node still keeps of an instance that is gone). Lines are JSON (`kubefaas_runtime.logs`);
 they are merged by their `ts` field, filtered by invocation id, and printed as written.
 `--follow` polls every couple of seconds and prints lines not seen before.
+
+A deleted pod's log is gone from the API. With `kept` (the lines a gateway's log keeper
+took from pods as they ended: `kubefaas logs --cluster --gateway URL`), those are merged
+in too; a line read both ways (a pod still stopping) is printed once.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from kubefaas import naming
 
 FOLLOW_INTERVAL_SECONDS = 2.0
+KEPT = "(kept by the gateway)"
 
 
 def _api(kubeconfig: str | None) -> Any:
@@ -90,18 +97,27 @@ def print_pod_logs(
     follow: bool,
     kubeconfig: str | None,
     out: TextIO,
+    kept: Callable[[float | None], list[str]] | None = None,
 ) -> int:
+    """Print the merged lines; `kept(since_seconds)` gives the lines of ended pods."""
     api = _api(kubeconfig)
-    seen: set[tuple[str, str, str]] = set()
+    seen: set[str] = set()
+    hinted = False
     while True:
-        lines = merged_lines(
-            read_pod_logs(api, namespace, name, since_seconds=since_seconds),
-            invocation=invocation,
-        )
-        for item in lines:
-            if item not in seen:
-                seen.add(item)
-                print(item[2], file=out)
+        logs = read_pod_logs(api, namespace, name, since_seconds=since_seconds)
+        if not logs and kept is None and not hinted:
+            hinted = True
+            print(
+                f"kubefaas logs: no pod of {namespace}/{name} is running; the lines of pods "
+                "that ended are kept by the gateway: add --gateway URL --token T",
+                file=sys.stderr,
+            )
+        if kept is not None:
+            logs[KEPT] = "\n".join(kept(since_seconds))
+        for _, _, line in merged_lines(logs, invocation=invocation):
+            if line not in seen:
+                seen.add(line)
+                print(line, file=out)
         out.flush()
         if not follow:
             return 0

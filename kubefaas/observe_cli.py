@@ -34,6 +34,7 @@ NAMESPACE_TOKEN_ENV = "KUBEFAAS_NAMESPACE_TOKEN"
 REQUEST_TIMEOUT_SECONDS = 30.0
 FOLLOW_INTERVAL_SECONDS = 1.0
 PAGE = 1000
+KEPT_LIMIT = 10_000  # the most `GET /system/logs` gives in one page
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -59,7 +60,10 @@ def parse_duration(text: str) -> float:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--gateway", default=DEFAULT_GATEWAY, help=f"gateway base URL (default {DEFAULT_GATEWAY})"
+        "--gateway",
+        default=None,
+        help=f"gateway base URL (default {DEFAULT_GATEWAY}; with --cluster, also read the "
+        "lines the gateway kept of ended pods)",
     )
     parser.add_argument(
         "--token",
@@ -117,6 +121,17 @@ def run_logs(args: argparse.Namespace, out: TextIO | None = None) -> int:
         if args.cluster:
             from kubefaas.kube_logs import print_pod_logs
 
+            kept = None
+            if args.gateway is not None:
+                kept_client = _client(args)
+
+                def kept(since: float | None) -> list[str]:
+                    query = {"function": f"{namespace}/{name}", "limit": str(KEPT_LIMIT)}
+                    if since is not None:
+                        query["since"] = str(since)
+                    page = kept_client.get("/system/logs", query)
+                    return [str(item["line"]) for item in page["items"]]
+
             return print_pod_logs(
                 namespace,
                 name,
@@ -125,6 +140,7 @@ def run_logs(args: argparse.Namespace, out: TextIO | None = None) -> int:
                 follow=args.follow,
                 kubeconfig=args.kubeconfig,
                 out=out,
+                kept=kept,
             )
         client = _client(args)
         query: dict[str, str] = {"function": f"{namespace}/{name}", "limit": str(PAGE)}
@@ -204,8 +220,8 @@ def usage_table(rows: list[dict[str, Any]], *, by: str) -> str:
 
 
 class _Client:
-    def __init__(self, gateway: str, token: str) -> None:
-        self.gateway = gateway.rstrip("/")
+    def __init__(self, gateway: str | None, token: str) -> None:
+        self.gateway = (gateway or DEFAULT_GATEWAY).rstrip("/")
         self.token = token
 
     def get(self, path: str, query: dict[str, str]) -> Any:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -21,14 +22,16 @@ from tests.daemon import Daemon, start_daemon
 class NatsServer(Daemon):
     def answers(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            host = urlsplit(self.url).hostname or "127.0.0.1"
+            with socket.create_connection((host, self.port), timeout=0.5) as sock:
                 return sock.recv(4096).startswith(b"INFO")
         except OSError:
             return False
 
 
-def start_nats(directory: Path) -> NatsServer:
-    """Start nats-server with JetStream storing in `directory`; fail with its log if not."""
+def start_nats(directory: Path, *, host: str = "127.0.0.1") -> NatsServer:
+    """Start nats-server with JetStream storing in `directory`, listening on `host` (the
+    loopback address, or for e2e the local cluster's pod bridge); fail with its log if not."""
     binary = shutil.which("nats-server") or shutil.which("nats-server", path="/usr/sbin")
     if binary is None:
         pytest.fail(
@@ -39,12 +42,12 @@ def start_nats(directory: Path) -> NatsServer:
 
     def launch(port: int, log: Path) -> NatsServer:
         process = subprocess.Popen(
-            [binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(directory / "js"),
+            [binary, "-js", "-a", host, "-p", str(port), "-sd", str(directory / "js"),
              "-l", str(log)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-        return NatsServer(f"nats://127.0.0.1:{port}", port, process, log)
+        return NatsServer(f"nats://{host}:{port}", port, process, log)
 
     return start_daemon("nats-server", directory, launch)
 

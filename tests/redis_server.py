@@ -13,6 +13,7 @@ import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -22,15 +23,17 @@ from tests.daemon import Daemon, start_daemon
 class RedisServer(Daemon):
     def answers(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            host = urlsplit(self.url).hostname or "127.0.0.1"
+            with socket.create_connection((host, self.port), timeout=0.5) as sock:
                 sock.sendall(b"PING\r\n")
                 return sock.recv(16).startswith(b"+PONG")
         except OSError:
             return False
 
 
-def start_redis(directory: Path) -> RedisServer:
-    """Start redis-server with AOF on (everysec) in `directory`; fail with its log if not."""
+def start_redis(directory: Path, *, host: str = "127.0.0.1") -> RedisServer:
+    """Start redis-server with AOF on (everysec) in `directory`, listening on `host` (the
+    loopback address, or for e2e the local cluster's pod bridge); fail with its log if not."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail(
@@ -44,7 +47,9 @@ def start_redis(directory: Path) -> RedisServer:
             [
                 binary,
                 "--port", str(port),
-                "--bind", "127.0.0.1",
+                "--bind", host,
+                # No password: off loopback, protected mode would refuse every client.
+                "--protected-mode", "yes" if host == "127.0.0.1" else "no",
                 "--dir", str(directory),
                 "--save", "",
                 "--appendonly", "yes",
@@ -55,7 +60,7 @@ def start_redis(directory: Path) -> RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
-        return RedisServer(f"redis://127.0.0.1:{port}/0", port, process, log)
+        return RedisServer(f"redis://{host}:{port}/0", port, process, log)
 
     return start_daemon("redis-server", directory, launch)
 

@@ -63,6 +63,11 @@ from kubefaas_cluster.dockerfile import Directory, ImageSpec, parse_dockerfile
 FORMAT_VERSION = 1
 COMPONENTS: tuple[str, ...] = ("runtime", "gateway", "operator")
 PYTHON_VERSION = "3.11"
+# Debian bookworm's python3.11 in the base layer. pip evaluates dependency markers with the
+# interpreter it runs on, whatever --python-version says, so a marker on the full version
+# (redis: `async-timeout; python_full_version < "3.11.3"`) would follow the host's Python:
+# `image_only_requirements` evaluates them for this version and names what pip would miss.
+PYTHON_FULL_VERSION = "3.11.2"
 PYTHON_ABI = "cp311"
 # Bookworm's glibc is 2.36; pip also accepts the older manylinux tags below that.
 PLATFORMS: tuple[str, ...] = ("manylinux_2_36_x86_64", "manylinux2014_x86_64")
@@ -156,6 +161,55 @@ def environment_pins(
         pins[name] = version
         pending.extend(requires)
     return [f"{name}=={version}" for name, version in sorted(pins.items())]
+
+
+def image_only_requirements(
+    requirements: Iterable[str],
+    *,
+    installed: Mapping[str, tuple[str, list[str]]],
+    builder_python: str | None = None,
+) -> list[str]:
+    """Requirements the image's Python (PYTHON_FULL_VERSION) needs that the builder's
+    (`builder_python`, default the running one) does not, found by walking the installed
+    distributions' requirements with their markers evaluated for both; pip is given them
+    explicitly (without the marker)."""
+    from packaging.markers import default_environment
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    host: dict[str, str] = {k: str(v) for k, v in default_environment().items()}
+    host["extra"] = ""
+    if builder_python is not None:
+        host["python_full_version"] = builder_python
+    image = {
+        **host,
+        "python_version": PYTHON_VERSION,
+        "python_full_version": PYTHON_FULL_VERSION,
+        "implementation_name": "cpython",
+        "implementation_version": PYTHON_FULL_VERSION,
+        "platform_python_implementation": "CPython",
+        "sys_platform": "linux",
+        "platform_machine": "x86_64",
+        "os_name": "posix",
+    }
+    added: dict[str, str] = {}
+    walked: set[str] = set()
+    pending = list(requirements)
+    while pending:
+        try:
+            requirement = Requirement(pending.pop())
+        except InvalidRequirement:
+            continue
+        name = canonical_name(requirement.name)
+        if requirement.marker is not None:
+            if not requirement.marker.evaluate(image):
+                continue
+            if not requirement.marker.evaluate(host):
+                added[name] = f"{requirement.name}{requirement.specifier}"
+        if name in walked or name not in installed:
+            continue
+        walked.add(name)
+        pending.extend(installed[name][1])
+    return [added[name] for name in sorted(added)]
 
 
 def installed_distributions() -> dict[str, tuple[str, list[str]]]:
@@ -381,7 +435,7 @@ def _pip_install(target: Path, *args: str, log: Path, what: str) -> None:
             "--no-compile",
             f"--target={target}",
             "--only-binary=:all:",
-            f"--python-version={PYTHON_VERSION}",
+            f"--python-version={PYTHON_FULL_VERSION}",
             "--implementation=cp",
             f"--abi={PYTHON_ABI}",
             *platforms,
@@ -496,7 +550,13 @@ class ImageBuilder:
         recipe = rootfs.BaseRecipe()
         requirements = extra_requirements(self.source.pyproject, component)
         pins = environment_pins(requirements, installed=installed)
-        deps_key = _digest("deps", recipe.key, requirements, pins, PLATFORMS, PYTHON_ABI)
+        requirements = [
+            *requirements,
+            *image_only_requirements(requirements, installed=installed),
+        ]
+        deps_key = _digest(
+            "deps", recipe.key, requirements, pins, PLATFORMS, PYTHON_ABI, PYTHON_FULL_VERSION
+        )
         key = _digest("image", reference, recipe.key, deps_key, wheel_key, spec.__dict__)
         archive = self.cache_dir / f"kubefaas-{component}-{key}.oci.tar"
         meta = archive.with_name(archive.name.removesuffix(".oci.tar") + ".json")

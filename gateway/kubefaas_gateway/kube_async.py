@@ -120,12 +120,13 @@ class KubeClient:
         body: Mapping[str, Any] | JsonPatch | None = None,
         content_type: str = JSON,
         request_timeout: float | aiohttp.ClientTimeout = REQUEST_TIMEOUT_SECONDS,
+        accept: str = JSON,
     ) -> aiohttp.ClientResponse:
         response: aiohttp.ClientResponse = await self._client.call_api(
             path,
             method,
             query_params=list(query),
-            header_params={"Accept": JSON, "Content-Type": content_type},
+            header_params={"Accept": accept, "Content-Type": content_type},
             body=body,
             auth_settings=["BearerToken"],
             _preload_content=False,
@@ -205,6 +206,25 @@ class KubeClient:
         except ApiError as exc:
             if not (exc.not_found and missing_ok):
                 raise
+
+    async def pod_log_lines(
+        self, namespace: str, pod: str, *, follow: bool, timeout_seconds: float
+    ) -> AsyncIterator[str]:
+        """The lines of a pod's container log, from its start; with `follow`, until the
+        container ends (the log keeper of ending pods, docs/logs.md)."""
+        path = f"{collection_path('v1', 'pods', namespace=namespace, name=pod)}/log"
+        query = [("follow", "true")] if follow else []
+        timeout = aiohttp.ClientTimeout(total=timeout_seconds, sock_connect=REQUEST_TIMEOUT_SECONDS)
+        response = await self._request(
+            "GET", path, query=query, request_timeout=timeout, accept="text/plain, */*"
+        )
+        async with response:
+            if response.status >= 300:
+                raise _api_error(response.status, await response.read())
+            async for raw in response.content:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                if line:
+                    yield line
 
     async def apply(
         self, path: str, body: Mapping[str, Any], *, field_manager: str

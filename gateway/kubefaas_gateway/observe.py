@@ -2,8 +2,8 @@
 
 See docs/logs.md and docs/architecture.md, "Logs and metering".
 `create_app` calls `attach` once; it returns an `Observability` holding the function log
-store (local mode only: a backend with an `output_sink`, i.e. instances whose output the
-gateway captures; on a cluster, pod logs are read through the API server instead) and the
+store (a backend with an `output_sink`: local instances whose output the gateway captures,
+or on a cluster the logs of function pods as they end, `backends.pod_logs`) and the
 metering, plus `run`, the background task that flushes both to SQLite in the state dir and
 closes them at shutdown. Settings `function_logs` and `metering` (`KUBEFAAS_FUNCTION_LOGS`,
 `KUBEFAAS_METERING`) turn either off (the benchmark compares both ways).

@@ -174,7 +174,8 @@ class Settings(BaseSettings):
 
     function_logs: bool = True
     """`KUBEFAAS_FUNCTION_LOGS`, default true: local mode keeps what instances print in
-    `<state_dir>/function-logs.sqlite3` for `kubefaas logs` (docs/logs.md)."""
+    `<state_dir>/function-logs.sqlite3` for `kubefaas logs`; a cluster gateway keeps there
+    the logs of function pods as they end (docs/logs.md)."""
 
     metering: bool = True
     """`KUBEFAAS_METERING`, default true: count requests, GB-seconds and cold starts per

@@ -13,24 +13,24 @@ from __future__ import annotations
 
 import re
 import shutil
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from kubefaas.api import InvalidFunction, parse_function
+from tests.browser import api_message as _api_message
+from tests.browser import browser, screenshot
+from tests.browser import wait_shown as _wait
 from tests.local.conftest import EXAMPLES, ManifestDir, RunningGateway
+
+__all__ = ["browser"]
 
 pytestmark = pytest.mark.local
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 TOKEN = "console-test-token"
 ARTIFACTS = Path(__file__).parent / "artifacts" / "console"
-WAIT_SECONDS = 30.0
 
 
 @pytest.fixture
@@ -48,49 +48,8 @@ def console_gateway(
     )
 
 
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        pytest.fail(
-            "the console tests need Debian's chromium and chromium-driver: make system-deps"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1440,1000",
-        "--no-first-run",
-        "--disable-background-networking",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.implicitly_wait(0)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-
-
-def _wait(check: Callable[[], object], what: str, timeout: float = WAIT_SECONDS) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
 def _shot(driver: object, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))  # type: ignore[attr-defined]
+    screenshot(driver, ARTIFACTS, name)
 
 
 def _notice(driver: object) -> str:
@@ -99,15 +58,6 @@ def _notice(driver: object) -> str:
 
     found = _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "p.ok"), "the notice")  # type: ignore[attr-defined]
     return str(found[0].text)  # type: ignore[index]
-
-
-def _api_message(document: dict[str, object]) -> str:
-    """What the Function API says about `document` (the model the CRD is generated from)."""
-    try:
-        parse_function(document)
-    except InvalidFunction as exc:
-        return exc.problems[0]
-    raise AssertionError("expected the document to be invalid")
 
 
 def test_console_login_edit_deploy_test_async(

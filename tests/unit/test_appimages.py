@@ -200,3 +200,21 @@ def test_the_images_are_built_from_the_product_alone() -> None:
     for component in appimages.COMPONENTS:
         dockerfile = (ROOT / component / "Dockerfile").read_text(encoding="utf-8")
         assert "cluster/" not in dockerfile, component
+
+
+def test_markers_on_the_full_python_version_follow_the_images_python() -> None:
+    # redis needs async-timeout below 3.11.3: bookworm's 3.11.2 does, a newer builder not,
+    # and pip would evaluate the marker for the builder's Python.
+    installed = {
+        "redis": (
+            "5.0",
+            ["async-timeout>=4.0.3; python_full_version < '3.11.3'", "hiredis; extra == 'h'"],
+        ),
+        "fastapi": ("0.1", ["tomli; python_version < '3.11'"]),
+    }
+    wanted = ["redis>=5", "fastapi"]
+    assert appimages.PYTHON_FULL_VERSION == "3.11.2"
+    found = appimages.image_only_requirements(wanted, installed=installed, builder_python="3.11.7")
+    assert found == ["async-timeout>=4.0.3"]
+    same = appimages.image_only_requirements(wanted, installed=installed, builder_python="3.11.2")
+    assert same == []

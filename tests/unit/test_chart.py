@@ -486,6 +486,7 @@ def test_operator_rbac_is_the_operator_engineers_least_privilege_rbac() -> None:
 GATEWAY_GRANTS = {
     *(("kubefaas.io", "functions", "*any*", v) for v in ("list", "watch")),
     *(("", "pods", "*any*", v) for v in ("list", "watch")),
+    ("", "pods/log", "*any*", "get"),  # an ending function pod's log, kept (docs/logs.md)
     *(("apps", "deployments/scale", "*any*", v) for v in ("get", "patch")),
     ("", "secrets", "*any*", "get"),  # invoke keys of token/jwt Functions
 }

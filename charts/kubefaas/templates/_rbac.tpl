@@ -66,6 +66,10 @@ apply of Functions (console/store.py: create and patch).
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
+# Keep an ending function pod's log before the kubelet removes it (docs/logs.md).
+- apiGroups: [""]
+  resources: ["pods/log"]
+  verbs: ["get"]
 # Activation: scale a Deployment from 0 to 1 on the first request after idle.
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]

@@ -52,6 +52,7 @@ from kubefaas_gateway.backends.activation import (
     scale_from_zero,
 )
 from kubefaas_gateway.backends.base import Acquired, Instance
+from kubefaas_gateway.backends.pod_logs import OutputSink, PodLogKeeper
 from kubefaas_gateway.backends.pool_claim import PoolClaimer, PoolPods
 from kubefaas_gateway.backends.pool_sweep import run_sweeper
 from kubefaas_gateway.backends.watches import Source, run_watch
@@ -117,6 +118,10 @@ class KubernetesBackend:
         # The warm pool (docs/warm-pool.md): pool pods from one more watch, claimed for an
         # eligible function with no ready instance, beside its activation.
         self.pool = PoolClaimer(pods=PoolPods(), kube=lambda: self._kube, claimed=self._claimed)
+        # Set by `observe.attach` when the gateway keeps function logs: ending pods' logs
+        # are streamed into it (`pod_logs`, docs/logs.md).
+        self.output_sink: OutputSink | None = None
+        self._log_keeper: PodLogKeeper | None = None
 
     @property
     def discovery(self) -> Discovery:
@@ -141,6 +146,8 @@ class KubernetesBackend:
                     "no Kubernetes API to talk to: not in a pod with a service account, "
                     f"and no usable kubeconfig ($KUBECONFIG or ~/.kube/config): {exc}"
                 ) from exc
+        if self.output_sink is not None and hasattr(self._kube, "pod_log_lines"):
+            self._log_keeper = PodLogKeeper(self._kube, self.output_sink)  # type: ignore[arg-type]
         if self._http_probing:
             self._probe_session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(force_close=True, use_dns_cache=False),
@@ -191,6 +198,9 @@ class KubernetesBackend:
         self._watches = []
         self._probes = {}
         await self.pool.stop()
+        if self._log_keeper is not None:
+            await self._log_keeper.stop()
+            self._log_keeper = None
         for activation in self._activations.values():
             activation.notify()
         if self._probe_session is not None:
@@ -318,6 +328,8 @@ class KubernetesBackend:
         if kind == "DELETED":
             changed = self._discovery.delete(view.uid)
         elif kind in ("ADDED", "MODIFIED"):
+            if self._log_keeper is not None:
+                self._log_keeper.pod_changed(view)
             changed = self._discovery.apply(view, time.monotonic())
         else:
             return

@@ -6,11 +6,12 @@
 Both take the admin bearer token or a namespace token (`tenants.py`), which answers for
 its own namespaces only: 403 naming the namespace when another is asked for; 401 with
 `WWW-Authenticate` without a token (403 saying how to set one when the gateway has
-neither an admin token nor namespace tokens). `/system/logs` reads the local
-mode's function log store (404 with a message when the gateway keeps none: on a cluster,
-`kubefaas logs` reads pod logs through the API server); `after` is the `seq` of the last
-line already seen, which is how `kubefaas logs --follow` polls. `/system/usage` sums the
-metered usage per function over [from, to) (minute granularity; default: the last 30 days).
+neither an admin token nor namespace tokens). `/system/logs` reads the function log
+store (local instances' output; on a cluster, the logs of pods that ended,
+`backends.pod_logs`; 404 with a message when the gateway keeps none); `after` is the
+`seq` of the last line already seen, which is how `kubefaas logs --follow` polls.
+`/system/usage` sums the metered usage per function over [from, to) (minute granularity;
+default: the last 30 days).
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ async def function_logs(
     store = state.observe.logs if state.observe is not None else None
     if store is None:
         raise InvocationNotFound(
-            "this gateway keeps no function logs (local mode only, KUBEFAAS_FUNCTION_LOGS); "
-            "on a cluster `kubefaas logs` reads pod logs through the API server"
+            "this gateway keeps no function logs (KUBEFAAS_FUNCTION_LOGS is off); "
+            "`kubefaas logs --cluster` reads live pods' logs through the API server"
         )
     lines = await asyncio.to_thread(
         store.query,
