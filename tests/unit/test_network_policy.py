@@ -12,13 +12,14 @@ import pytest
 
 from kubefaas import naming, wire
 from kubefaas.api import Function, parse_function
-from kubefaas_operator import apply, children, drift, network_policy, reconcile
+from kubefaas_operator import apply, children, drift, network_policy, reconcile, resync
 from kubefaas_operator.config import (
     DEFAULT_FUNCTION_EGRESS,
     ConfigError,
     OperatorConfig,
     load_config,
 )
+from kubefaas_operator.context import OperatorContext
 from tests.fake_kube import FakeKube
 from tests.unit.test_chart_networkpolicy import container_port, matches
 
@@ -221,3 +222,18 @@ def test_a_policy_of_that_name_owned_by_someone_else_is_a_name_conflict() -> Non
     assert outcome.problem is not None
     assert "NetworkPolicy 'hello' already exists" in outcome.problem.message
     assert naming.FUNCTION_LABEL not in (kube.objects[np_path()]["metadata"].get("labels") or {})
+
+
+def test_the_resync_recreates_a_policy_a_missed_event_left_missing() -> None:
+    kube = FakeKube()
+    add_function(kube)
+    run(kube, new=True)
+    context = OperatorContext(config=CONFIG, kube=kube)
+    assert resync.resync_once(context) == []
+    del kube.objects[np_path()]
+    assert resync.resync_once(context) == [((NS, "hello"), "NetworkPolicy missing")]
+    assert np_path() in kube.objects
+    # Off, a missing policy is no reason to reconcile.
+    del kube.objects[np_path()]
+    off = OperatorContext(config=dataclasses.replace(CONFIG, network_policy=False), kube=kube)
+    assert resync.resync_once(off) == []
