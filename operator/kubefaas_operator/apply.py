@@ -198,6 +198,29 @@ def ensure_service(kube: Kube, desired: Mapping[str, Any], *, live: LiveHint = U
     )
 
 
+NETWORK_POLICY_GROUP_VERSION: Final = "networking.k8s.io/v1"
+
+
+def network_policy_path(namespace: str, name: str) -> str:
+    return namespaced(NETWORK_POLICY_GROUP_VERSION, "networkpolicies", namespace, name)
+
+
+def ensure_network_policy(
+    kube: Kube, desired: Mapping[str, Any], *, live: LiveHint = UNREAD
+) -> Applied:
+    """Create or repair a Function's NetworkPolicy (its spec must be exactly ours)."""
+    meta = desired["metadata"]
+    collection = namespaced(NETWORK_POLICY_GROUP_VERSION, "networkpolicies", meta["namespace"])
+    return _ensure(
+        kube,
+        desired,
+        collection=collection,
+        find_drift=drift.network_policy_drift,
+        repaired=drift.repaired_network_policy,
+        live=_read(kube, f"{collection}/{meta['name']}", live),
+    )
+
+
 def ensure_deployment(
     kube: Kube,
     desired: Mapping[str, Any],

@@ -49,6 +49,20 @@ GATEWAY_STATS_TOKEN_ENV = "KUBEFAAS_GATEWAY_STATS_TOKEN"
 POOL_SIZE_ENV = "KUBEFAAS_POOL_SIZE"
 POOL_MAX_PER_NAMESPACE_ENV = "KUBEFAAS_POOL_MAX_PER_NAMESPACE"
 POOL_MEMORY_ENV = "KUBEFAAS_POOL_MEMORY"
+NETWORK_POLICY_ENV = "KUBEFAAS_FUNCTION_NETWORK_POLICY"
+FUNCTION_EGRESS_ENV = "KUBEFAAS_FUNCTION_EGRESS"
+
+DEFAULT_FUNCTION_EGRESS: tuple[Mapping[str, Any], ...] = (
+    {
+        "to": [
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}},
+            {"ipBlock": {"cidr": "::/0", "except": ["fe80::/10", "fd00:ec2::254/128"]}},
+        ]
+    },
+)
+"""Where function pods may connect besides DNS and the gateway: any address but the
+link-local ones, which hold the cloud metadata endpoints (the chart's
+``networkPolicy.functionEgress`` default, which it passes in `FUNCTION_EGRESS_ENV`)."""
 
 
 class ConfigError(ValueError):
@@ -99,6 +113,20 @@ class OperatorConfig:
     pool: PoolSettings = field(default_factory=PoolSettings)
     """``KUBEFAAS_POOL_SIZE`` (default 0 = no pools), ``KUBEFAAS_POOL_MAX_PER_NAMESPACE``
     (4), ``KUBEFAAS_POOL_MEMORY`` (256Mi): the warm pools (docs/warm-pool.md)."""
+
+    network_policy: bool = False
+    """``KUBEFAAS_FUNCTION_NETWORK_POLICY`` (``true``/``false``): give every Function a
+    NetworkPolicy admitting only the gateway pods (`gateway_namespace`, `gateway_selector`);
+    off, the operator deletes the ones it made. The chart turns it on with
+    ``networkPolicy.enabled`` (docs/architecture.md, "Function network policies")."""
+    function_egress: tuple[Mapping[str, Any], ...] = DEFAULT_FUNCTION_EGRESS
+    """``KUBEFAAS_FUNCTION_EGRESS`` (a JSON list of NetworkPolicy egress rules): where function
+    pods may connect besides DNS and the gateway; ``[]`` = nowhere else."""
+
+    @property
+    def gateway_labels(self) -> dict[str, str]:
+        """`gateway_selector` as matchLabels (`load_config` checks it is equality only)."""
+        return selector_labels(self.gateway_selector)
 
     @property
     def clusterwide(self) -> bool:
@@ -204,6 +232,16 @@ def load_config(
     )
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"the gateway URL must start with http:// or https://, got {url!r}")
+    network_policy = _flag(environ, NETWORK_POLICY_ENV, False)
+    selector = environ.get(GATEWAY_SELECTOR_ENV, "").strip() or DEFAULT_GATEWAY_SELECTOR
+    if network_policy:
+        try:
+            selector_labels(selector)
+        except ValueError as exc:
+            raise ConfigError(
+                f"{GATEWAY_SELECTOR_ENV} must be key=value pairs joined by commas when "
+                f"{NETWORK_POLICY_ENV} is on (it becomes the policy's podSelector): {exc}"
+            ) from None
     return OperatorConfig(
         runtime_images=(
             parse_runtime_images(images_text)
@@ -219,11 +257,46 @@ def load_config(
         workers=_workers(environ),
         autoscaler=_flag(environ, AUTOSCALER_ENV, True),
         gateway_namespace=environ.get(GATEWAY_NAMESPACE_ENV, "").strip() or None,
-        gateway_selector=environ.get(GATEWAY_SELECTOR_ENV, "").strip() or DEFAULT_GATEWAY_SELECTOR,
+        gateway_selector=selector,
         gateway_stats_token=environ.get(GATEWAY_STATS_TOKEN_ENV, "").strip() or None,
         destination_rule=_destination_rule(environ),
         pool=_pool(environ),
+        network_policy=network_policy,
+        function_egress=_function_egress(environ),
     )
+
+
+def selector_labels(selector: str) -> dict[str, str]:
+    """``a=b,c=d`` -> ``{"a": "b", "c": "d"}``; ValueError for anything else."""
+    labels: dict[str, str] = {}
+    for part in selector.split(","):
+        key, sep, value = part.strip().partition("=")
+        key, value = key.strip(), value.strip().lstrip("=").strip()
+        if not sep or not key or not value or "!" in key:
+            raise ValueError(f"{part.strip()!r} is not a key=value pair")
+        labels[key] = value
+    return labels
+
+
+def _function_egress(environ: Mapping[str, str]) -> tuple[Mapping[str, Any], ...]:
+    text = environ.get(FUNCTION_EGRESS_ENV, "").strip()
+    if not text:
+        return DEFAULT_FUNCTION_EGRESS
+    try:
+        value: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{FUNCTION_EGRESS_ENV} is not JSON: {exc}") from None
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(
+        isinstance(rule, dict) and set(rule) <= {"to", "ports"} for rule in value
+    ):
+        raise ConfigError(
+            f"{FUNCTION_EGRESS_ENV} must be a JSON list of NetworkPolicy egress rules "
+            '(objects with "to" and/or "ports"), e.g. '
+            '[{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.0.0/16"]}}]}]'
+        )
+    return tuple(value)
 
 
 def _destination_rule(environ: Mapping[str, str]) -> AddressRule:

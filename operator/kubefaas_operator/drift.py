@@ -139,6 +139,17 @@ def config_map_drift(desired: Mapping[str, Any], live: Mapping[str, Any]) -> lis
     return drift
 
 
+def network_policy_drift(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
+    """Paths of `live` (a Function's NetworkPolicy) to repair. The spec must be exactly ours:
+    a peer or port added by hand would let someone past the gateway."""
+    drift = _metadata_drift(desired, live)
+    live_spec = live.get("spec", {})
+    for key, want in desired["spec"].items():
+        if live_spec.get(key) != want:
+            drift.append(f"spec.{key}")
+    return sorted(set(drift))
+
+
 def selector_changed(desired: Mapping[str, Any], live: Mapping[str, Any]) -> bool:
     """A Deployment's selector is immutable: a different one means delete and recreate."""
     return bool(live.get("spec", {}).get("selector") != desired["spec"]["selector"])
@@ -187,6 +198,13 @@ def repaired_service(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dic
     spec = copy.deepcopy(dict(live.get("spec", {})))
     spec.update(copy.deepcopy(dict(desired["spec"])))
     body["spec"] = spec
+    return body
+
+
+def repaired_network_policy(desired: Mapping[str, Any], live: Mapping[str, Any]) -> dict[str, Any]:
+    """The PUT body for a Function's NetworkPolicy: exactly the desired spec."""
+    body = copy.deepcopy(dict(desired))
+    body["metadata"] = _merged_metadata(desired, live)
     return body
 
 

@@ -6,8 +6,9 @@ Every step is idempotent; a reconcile interrupted anywhere (operator killed) and
 again converges to the same objects, because every name is derived from the Function's.
 
 Order: code ConfigMap, then Deployment (its pods mount the ConfigMap), then Service, then
-stale objects, then status. A Function that cannot be deployed (its ConfigMap missing, its
-runtime unknown...) leaves its existing Deployment untouched and says why in
+NetworkPolicy (when `OperatorConfig.network_policy` is on), then stale objects, then
+status. A Function that cannot be deployed (its ConfigMap missing, its runtime unknown...)
+leaves its existing Deployment untouched and says why in
 ``status.conditions[Ready]``.
 """
 
@@ -24,7 +25,14 @@ from kubefaas import naming
 from kubefaas.api import Function, InvalidFunction
 from kubefaas.kubeapi import ApiError
 from kubefaas.objects import function_from_object
-from kubefaas_operator import apply, children, destination_status, drift, status
+from kubefaas_operator import (
+    apply,
+    children,
+    destination_status,
+    drift,
+    network_policy,
+    status,
+)
 from kubefaas_operator.config import OperatorConfig
 from kubefaas_operator.kube_sync import Kube, namespaced
 from kubefaas_operator.status import NotReady
@@ -253,6 +261,7 @@ def _apply_children(
         kube, children.build_service(fn), live=None if new else apply.UNREAD
     )
     outcome.actions.append(service.describe())
+    _apply_network_policy(kube, config, fn, outcome, new=new)
 
     if files is not None and (code is None or code.inline is None):
         # The code moved from inline to a ConfigMap of the user's: ours is stale.
@@ -262,9 +271,24 @@ def _apply_children(
     return deployment
 
 
+def _apply_network_policy(
+    kube: Kube, config: OperatorConfig, fn: Function, outcome: Outcome, *, new: bool
+) -> None:
+    """On: create or repair the Function's NetworkPolicy. Off: delete the one we made."""
+    if config.network_policy:
+        applied = apply.ensure_network_policy(
+            kube, network_policy.for_config(config, fn), live=None if new else apply.UNREAD
+        )
+        outcome.actions.append(applied.describe())
+    elif not new:
+        path = apply.network_policy_path(fn.namespace, fn.name)
+        if apply.delete_if_controlled(kube, path, str(fn.metadata.uid)):
+            outcome.actions.append(f"deleted NetworkPolicy {fn.name} (network policies off)")
+
+
 # --- children -----------------------------------------------------------------------------
 
-CHILD_KINDS = ("Deployment", "Service", "ConfigMap")
+CHILD_KINDS = ("Deployment", "Service", "ConfigMap", "NetworkPolicy")
 
 
 def parent_of(child: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -309,6 +333,10 @@ def child_drift(
         if code is None or code.inline is None:
             return ["(stale: the code is no longer inline)"]
         return drift.config_map_drift(children.build_config_map(fn), child)
+    if kind == "NetworkPolicy":
+        if not config.network_policy:
+            return ["(stale: function network policies are off)"]
+        return drift.network_policy_drift(network_policy.for_config(config, fn), child)
     raise ValueError(f"not a child kind: {kind}")
 
 

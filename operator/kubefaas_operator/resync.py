@@ -3,7 +3,8 @@
 The children watch repairs drift as it happens; this pass catches what a watch can miss
 (a child deleted while a stream was reconnecting, a Function left not ready), and picks
 up edits of the ConfigMaps users keep their code in (the operator does not watch every
-ConfigMap of the cluster). It costs four LIST calls plus a reconcile of only the Functions
+ConfigMap of the cluster). It costs four LIST calls (five with function NetworkPolicies
+on) plus a reconcile of only the Functions
 that need one, so it is cheap enough to run often. It needs no finalizer, unlike a kopf
 timer.
 """
@@ -20,7 +21,7 @@ from typing import Any
 from kubefaas import limits, naming
 from kubefaas.api import InvalidFunction
 from kubefaas_operator import reconcile, status
-from kubefaas_operator.apply import FUNCTION_GROUP_VERSION
+from kubefaas_operator.apply import FUNCTION_GROUP_VERSION, NETWORK_POLICY_GROUP_VERSION
 from kubefaas_operator.context import OperatorContext
 from kubefaas_operator.handlers.child_events import CHILD_SELECTOR
 from kubefaas_operator.kube_sync import cluster, namespaced
@@ -54,6 +55,7 @@ def why_reconcile(
     deployment: Mapping[str, Any] | None,
     service: Mapping[str, Any] | None,
     config_map: Mapping[str, Any] | None,
+    network_policy: Mapping[str, Any] | None = None,
 ) -> str | None:
     """Why this Function needs a reconcile now, or None when all is in line."""
     meta = body.get("metadata", {})
@@ -67,6 +69,8 @@ def why_reconcile(
         return "Deployment missing"
     if service is None:
         return "Service missing"
+    if context.config.network_policy and network_policy is None:
+        return "NetworkPolicy missing"
     try:
         fn = reconcile.parse(body)
     except InvalidFunction:
@@ -81,6 +85,8 @@ def why_reconcile(
     live = [("Deployment", deployment), ("Service", service)]
     if config_map is not None:
         live.append(("ConfigMap", config_map))
+    if network_policy is not None:
+        live.append(("NetworkPolicy", network_policy))
     for kind, child in live:
         found = reconcile.child_drift(kind, fn, child, context.config)
         if found:
@@ -100,6 +106,11 @@ def resync_once(context: OperatorContext) -> list[tuple[Key, str]]:
     deployments = _children(context, "apps/v1", "deployments")
     services = _children(context, "v1", "services")
     config_maps = _children(context, "v1", "configmaps")
+    policies = (
+        _children(context, NETWORK_POLICY_GROUP_VERSION, "networkpolicies")
+        if context.config.network_policy
+        else {}
+    )
     done: list[tuple[Key, str]] = []
     for body in functions:
         meta = body.get("metadata", {})
@@ -116,6 +127,7 @@ def resync_once(context: OperatorContext) -> list[tuple[Key, str]]:
             deployment=deployments.get(key),
             service=services.get(key),
             config_map=code_map,
+            network_policy=policies.get(key),
         )
         if why is None:
             continue

@@ -134,8 +134,8 @@ def can_i(release: Release, component: str, *args: str) -> bool:
 def test_install_is_admitted_under_restricted_pod_security(release: Release) -> None:
     out = release.helm("install", release.name, str(CHART))
     assert "STATUS: deployed" in out.stdout, out.stdout
-    # Every namespace watched: the notes say which function pods the NetworkPolicy covers.
-    assert "created in namespace default only" in out.stdout, out.stdout
+    # The notes say function pods of every namespace get a policy (from the operator).
+    assert "Every Function, in whatever namespace, gets a NetworkPolicy" in out.stdout, out.stdout
     assert "would violate PodSecurity" not in out.stderr, out.stderr
 
     for component in ("operator", "gateway"):

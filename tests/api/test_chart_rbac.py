@@ -149,6 +149,11 @@ def test_the_operator_acts_only_in_watched_namespaces(watching: Install) -> None
     assert watching.can("operator", "create", "events", *watched)
     assert not watching.can("operator", "create", "events", *unwatched)
     assert not watching.can("operator", "create", "configmaps", *unwatched)
+    # Each Function's NetworkPolicy, where Functions live and nowhere else.
+    for verb in ("create", "get", "list", "watch", "patch", "delete"):
+        assert watching.can("operator", verb, "networkpolicies.networking.k8s.io", *watched)
+        assert not watching.can("operator", verb, "networkpolicies.networking.k8s.io", *unwatched)
+    assert not watching.can("operator", "list", "networkpolicies.networking.k8s.io", "-A")
     # The autoscaler reads gateway pods in the release namespace, and only there.
     assert watching.can("operator", "list", "pods", "-n", watching.namespace)
     assert not watching.can("operator", "list", "pods", *unwatched)
@@ -208,6 +213,9 @@ def test_the_console_deploys_and_deletes_functions_only_in_watched_namespaces(
 def test_watching_every_namespace_keeps_cluster_roles_trimmed(everywhere: Install) -> None:
     for ns in (everywhere.watched, everywhere.unwatched):
         assert everywhere.can("operator", "patch", "deployments.apps", "-n", ns)
+        for verb in ("create", "watch", "patch", "delete"):
+            assert everywhere.can("operator", verb, "networkpolicies.networking.k8s.io", "-n", ns)
+        assert not everywhere.can("gateway", "get", "networkpolicies.networking.k8s.io", "-n", ns)
         assert everywhere.can("gateway", "watch", "functions.kubefaas.io", "-n", ns)
         assert everywhere.can("gateway", "get", "secrets", "-n", ns)
         assert not everywhere.can("operator", "get", "secrets", "-n", ns)

@@ -40,6 +40,7 @@ INTENDED = {
     *(("configmaps", v) for v in CRUD),
     *(("services", v) for v in CRUD),
     *(("deployments.apps", v) for v in CRUD),
+    *(("networkpolicies.networking.k8s.io", v) for v in CRUD),
     *(("deployments.apps/scale", v) for v in ("get", "patch", "update")),
     *(("pods", v) for v in ("get", "list", "watch")),
     ("events", "create"),

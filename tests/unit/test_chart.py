@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kubefaas import limits, naming, wire
+from kubefaas import limits, naming
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "kubefaas"
@@ -49,7 +49,6 @@ RESTRICTED_VOLUME_TYPES = {
 # Every optional object switched on: renders that cover all templates.
 ALL_FEATURES = (
     "networkPolicy.enabled=true",
-    "networkPolicy.functionNamespaces={default,team-a}",
     "metrics.serviceMonitor.enabled=true",
     "gateway.persistence.enabled=true",
 )
@@ -683,12 +682,8 @@ def test_network_policies_by_default_and_service_monitor_only_when_enabled() -> 
         for o in objects
         if o["kind"] == "NetworkPolicy"
     }
-    assert policies == {
-        (NAMESPACE, "kubefaas-gateway"),
-        (NAMESPACE, "kubefaas-operator"),
-        ("default", "kubefaas-functions"),
-        ("team-a", "kubefaas-functions"),
-    }
+    # Function pods get theirs from the operator, one a Function, in any namespace.
+    assert policies == {(NAMESPACE, "kubefaas-gateway"), (NAMESPACE, "kubefaas-operator")}
     for component, port in (("gateway", "http"), ("operator", "metrics")):
         monitor = find(objects, "ServiceMonitor", f"kubefaas-{component}")
         endpoint = {"port": port, "path": "/metrics", "interval": "30s"}
@@ -704,34 +699,6 @@ def test_network_policies_by_default_and_service_monitor_only_when_enabled() -> 
             <= o["metadata"]["labels"].items()
         ]
         assert [p["name"] for s in services for p in s["spec"]["ports"]] == [port], component
-
-
-def test_function_policies_follow_the_watched_namespaces_by_default() -> None:
-    objects = render("networkPolicy.enabled=true", "watchNamespaces={team-b}")
-    policy = find(objects, "NetworkPolicy", "kubefaas-functions")
-    assert policy["metadata"]["namespace"] == "team-b"
-
-
-def test_function_pods_admit_only_the_gateway_on_the_runtime_port() -> None:
-    objects = render(*ALL_FEATURES)
-    policy = next(
-        o
-        for o in objects
-        if o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] == "team-a"
-    )
-    selector = policy["spec"]["podSelector"]
-    assert selector["matchLabels"] == {naming.MANAGED_BY_LABEL: naming.MANAGED_BY}
-    # Function pods and warm-pool pods (docs/warm-pool.md, "Security").
-    assert selector["matchExpressions"] == [
-        {"key": naming.COMPONENT_LABEL, "operator": "In", "values": ["function", "pool"]}
-    ]
-    [rule] = policy["spec"]["ingress"]
-    assert rule["ports"] == [{"port": wire.RUNTIME_PORT, "protocol": "TCP"}]
-    [peer] = rule["from"]
-    assert peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": NAMESPACE}
-    gateway = find(objects, "Deployment", "kubefaas-gateway")
-    gateway_labels = gateway["spec"]["template"]["metadata"]["labels"]
-    assert peer["podSelector"]["matchLabels"].items() <= gateway_labels.items()
 
 
 def test_gateway_policy_always_admits_the_operator_and_restricts_others_on_request() -> None:

@@ -1,6 +1,8 @@
 """The chart's NetworkPolicies select the pods that really exist (docs/architecture.md,
 "Network policies"): function pods as the operator's children builder labels them, the
-gateway and operator pods as their Deployments label them. A policy whose selector
+gateway and operator pods as their Deployments label them. Function pods get their policy
+from the operator (one a Function, in any namespace), configured by the environment the
+chart gives it: these tests build it from that environment. A policy whose selector
 matches no pod protects nothing and fails no install, so these tests match the selectors
 against the labels the code puts on pods rather than against copied strings.
 """
@@ -10,16 +12,18 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+import yaml
+
 from kubefaas.api import Function, parse_function
-from kubefaas_operator import children
-from tests.unit.test_chart import NAMESPACE, find, render
+from kubefaas_operator import children, network_policy
+from kubefaas_operator.config import DEFAULT_FUNCTION_EGRESS, OperatorConfig, load_config
+from tests.unit.test_chart import CHART, NAMESPACE, find, render
 
 IMAGES = {"python3.11": "registry.example/kubefaas-runtime:1.2.3"}
 
 
-def function_pod(namespace: str) -> dict[str, Any]:
-    """Pod metadata and spec of a Function's instances, as the operator builds them."""
-    fn: Function = parse_function(
+def function(namespace: str) -> Function:
+    return parse_function(
         {
             "apiVersion": "kubefaas.io/v1alpha1",
             "kind": "Function",
@@ -35,6 +39,11 @@ def function_pod(namespace: str) -> dict[str, Any]:
             },
         }
     )
+
+
+def function_pod(namespace: str) -> dict[str, Any]:
+    """Pod metadata and spec of a Function's instances, as the operator builds them."""
+    fn = function(namespace)
     deployment = children.build_deployment(fn, image_for_runtime=IMAGES, replicas_hint=None)
     template: dict[str, Any] = deployment["spec"]["template"]
     return template
@@ -89,21 +98,34 @@ def container_port(template: dict[str, Any], name: str) -> int:
     raise AssertionError(f"no container port named {name}")
 
 
-def function_policies(objects: tuple[dict[str, Any], ...]) -> dict[str, dict[str, Any]]:
-    return {
-        o["metadata"]["namespace"]: o
-        for o in objects
-        if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == "kubefaas-functions"
-    }
+def operator_config(objects: tuple[dict[str, Any], ...]) -> OperatorConfig:
+    """The operator's settings from the environment the chart gives its container."""
+    [container] = find(objects, "Deployment", "kubefaas-operator")["spec"]["template"]["spec"][
+        "containers"
+    ]
+    environ = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    return load_config(namespaces=None, gateway_url=None, verbose=False, environ=environ)
 
 
-def test_function_pods_of_every_watched_namespace_admit_only_the_gateway() -> None:
-    objects = render("watchNamespaces={team-a,team-b}")
-    policies = function_policies(objects)
-    assert set(policies) == {"team-a", "team-b"}
+def function_policy(objects: tuple[dict[str, Any], ...], namespace: str) -> dict[str, Any]:
+    """The NetworkPolicy the chart's operator gives a Function in `namespace`."""
+    config = operator_config(objects)
+    assert config.network_policy
+    found = network_policy.for_config(config, function(namespace))
+    # Namespaced like its Function, wherever that lives.
+    assert found["metadata"]["namespace"] == namespace
+    return found
+
+
+def test_function_pods_of_any_namespace_admit_only_the_gateway() -> None:
+    objects = render()
+    assert not any(
+        o["kind"] == "NetworkPolicy" and o["metadata"]["namespace"] != NAMESPACE for o in objects
+    )
     gateway = pod_labels(objects, "kubefaas-gateway")
     operator = pod_labels(objects, "kubefaas-operator")
-    for namespace, policy in policies.items():
+    for namespace in ("default", "team-a", "nobody-listed-this"):
+        policy = function_policy(objects, namespace)
         pod = function_pod(namespace)
         spec = policy["spec"]
         assert matches(spec["podSelector"], pod["metadata"]["labels"]), namespace
@@ -124,8 +146,8 @@ def test_function_pods_of_every_watched_namespace_admit_only_the_gateway() -> No
 
 
 def test_function_egress_is_dns_the_gateway_and_everything_but_link_local() -> None:
-    objects = render("watchNamespaces={team-a}")
-    policy = function_policies(objects)["team-a"]
+    objects = render()
+    policy = function_policy(objects, "team-a")
     egress = policy["spec"]["egress"]
     dns, to_gateway, *others = egress
     assert "to" not in dns  # wherever DNS is served
@@ -155,11 +177,23 @@ def test_function_egress_is_dns_the_gateway_and_everything_but_link_local() -> N
     assert not any(allowed(a) for a in metadata)
 
 
+def test_the_egress_default_is_one_value_the_chart_and_the_operator_share() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["networkPolicy"]["functionEgress"] == list(DEFAULT_FUNCTION_EGRESS)
+    assert operator_config(render()).function_egress == DEFAULT_FUNCTION_EGRESS
+
+
 def test_function_egress_can_be_narrowed_to_dns_and_the_gateway() -> None:
-    objects = render("watchNamespaces={team-a}", "networkPolicy.functionEgress=null")
-    egress = function_policies(objects)["team-a"]["spec"]["egress"]
+    objects = render("networkPolicy.functionEgress=null")
+    egress = function_policy(objects, "team-a")["spec"]["egress"]
     assert len(egress) == 2
     assert all("ipBlock" not in p for rule in egress for p in rule.get("to", []))
+
+
+def test_switched_off_the_operator_makes_no_function_policies() -> None:
+    objects = render("networkPolicy.enabled=false")
+    assert "NetworkPolicy" not in {o["kind"] for o in objects}
+    assert not operator_config(objects).network_policy
 
 
 def test_the_gateway_admits_function_pods_and_the_operator_whatever_else_it_refuses() -> None:
@@ -183,8 +217,11 @@ def test_the_gateway_admits_function_pods_and_the_operator_whatever_else_it_refu
     assert matches(operator["spec"]["podSelector"], pod_labels(objects, "kubefaas-operator"))
 
 
-def test_with_every_namespace_watched_the_default_namespace_is_covered() -> None:
-    assert set(function_policies(render())) == {"default"}
-    assert set(function_policies(render("gateway.defaultNamespace=apps"))) == {"apps"}
-    chosen = render("networkPolicy.functionNamespaces={x,y}", "watchNamespaces={team-a}")
-    assert set(function_policies(chosen)) == {"x", "y"}
+def test_with_every_namespace_watched_the_gateway_admits_function_pods_of_any() -> None:
+    objects = render()
+    policy = find(objects, "NetworkPolicy", "kubefaas-gateway")
+    public, internal = policy["spec"]["ingress"]
+    assert "from" not in public  # gatewayIngressFrom empty: anyone may invoke
+    function = function_pod("anywhere")["metadata"]["labels"]
+    assert any(peer_admits(policy, p, "anywhere", function) for p in internal["from"])
+    assert not any(peer_admits(policy, p, "anywhere", {"app": "curl"}) for p in internal["from"])

@@ -151,7 +151,7 @@ def test_kopf_posts_events_runs_standalone_and_filters_child_watches_by_label() 
     assert settings.watching.client_timeout > settings.watching.server_timeout
     assert settings.execution.max_workers == 7
     selectors = {str(k): v for k, v in settings.watching.label_selectors.items()}
-    assert len(selectors) == 3
+    assert len(selectors) == 4  # Deployments, Services, ConfigMaps, NetworkPolicies
     assert set(selectors.values()) == {CHILD_SELECTOR}
     assert (
         f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY},{naming.FUNCTION_LABEL}"
@@ -185,7 +185,12 @@ def test_every_trigger_is_registered() -> None:
     changing = {h.id for h in registry._changing.get_all_handlers()}
     assert {"create", "update", "resume"} <= changing
     watching = {h.id for h in registry._watching.get_all_handlers()}
-    assert watching == {"deployment-event", "service-event", "configmap-event"}
+    assert watching == {
+        "deployment-event",
+        "service-event",
+        "configmap-event",
+        "networkpolicy-event",
+    }
     # No handler forces a finalizer: deleting a Function never waits for the operator.
     assert not any(h.requires_finalizer for h in registry._changing.get_all_handlers())
     assert not registry._spawning.get_all_handlers()

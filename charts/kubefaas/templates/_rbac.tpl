@@ -32,6 +32,10 @@ the ClusterRoles keep only what is cluster-scoped. No Secrets for the operator, 
 - apiGroups: ["apps"]
   resources: ["deployments"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# Each Function's NetworkPolicy (deleted again when networkPolicy.enabled is turned off).
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
 # The autoscaler sets replicas.
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]

@@ -1,4 +1,4 @@
-"""A Function's Deployment, Service or code ConfigMap changed or went away.
+"""A Function's Deployment, Service, code ConfigMap or NetworkPolicy changed or went away.
 
 Deleted or drifted (edited by hand): reconcile the parent Function, which recreates or
 repairs it. A Deployment that only moved its own status (scaled by the autoscaler, pods
@@ -29,6 +29,7 @@ CHILD_RESOURCES = {
     "Deployment": ("apps", "v1", "deployments"),
     "Service": ("", "v1", "services"),
     "ConfigMap": ("", "v1", "configmaps"),
+    "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
 }
 
 
