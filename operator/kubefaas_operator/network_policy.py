@@ -18,8 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from kubefaas import wire
+from kubefaas import naming, wire
 from kubefaas.api import Function
+from kubefaas.pool import POOL_COMPONENT
 from kubefaas_operator import children
 from kubefaas_operator.config import OperatorConfig
 
@@ -44,16 +45,11 @@ def gateway_peer(
     }
 
 
-def build_network_policy(
-    fn: Function,
-    *,
-    gateway_namespace: str | None,
-    gateway_labels: Mapping[str, str],
-    egress: Sequence[Mapping[str, Any]],
+def _spec(
+    pod_labels: Mapping[str, str], gateway: dict[str, Any], egress: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any]:
-    """The NetworkPolicy of `fn`'s pods: ingress from the gateway only, egress DNS, the
-    gateway and `egress` (extra NetworkPolicy egress rules, e.g. ipBlocks)."""
-    gateway = gateway_peer(gateway_namespace, gateway_labels)
+    """Pods with `pod_labels`: ingress from `gateway` on the runtime port; egress DNS, the
+    gateway and `egress`."""
     rules: list[dict[str, Any]] = [
         # DNS, wherever the cluster serves it (CoreDNS pods or a node-local cache).
         {
@@ -66,6 +62,29 @@ def build_network_policy(
     ]
     rules.extend(_plain(rule) for rule in egress)
     return {
+        "podSelector": {"matchLabels": dict(pod_labels)},
+        "policyTypes": ["Ingress", "Egress"],
+        "ingress": [
+            {
+                "ports": [{"port": wire.RUNTIME_PORT, "protocol": "TCP"}],
+                "from": [gateway],
+            }
+        ],
+        "egress": rules,
+    }
+
+
+def build_network_policy(
+    fn: Function,
+    *,
+    gateway_namespace: str | None,
+    gateway_labels: Mapping[str, str],
+    egress: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The NetworkPolicy of `fn`'s pods: ingress from the gateway only, egress DNS, the
+    gateway and `egress` (extra NetworkPolicy egress rules, e.g. ipBlocks)."""
+    gateway = gateway_peer(gateway_namespace, gateway_labels)
+    return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {
@@ -74,17 +93,37 @@ def build_network_policy(
             "labels": children.function_labels(fn),
             "ownerReferences": [children.owner_reference(fn)],
         },
-        "spec": {
-            "podSelector": {"matchLabels": children.selector_labels(fn)},
-            "policyTypes": ["Ingress", "Egress"],
-            "ingress": [
-                {
-                    "ports": [{"port": wire.RUNTIME_PORT, "protocol": "TCP"}],
-                    "from": [gateway],
-                }
-            ],
-            "egress": rules,
+        "spec": _spec(children.selector_labels(fn), gateway, egress),
+    }
+
+
+POOL_POLICY_NAME: Final = "kubefaas-pool"
+POOL_POLICY_LABELS: Final = {
+    naming.MANAGED_BY_LABEL: naming.MANAGED_BY,
+    naming.COMPONENT_LABEL: POOL_COMPONENT,
+}
+"""Warm-pool pods of every runtime, claimed ones included until they become function pods
+(docs/warm-pool.md, "Security"): the specialisation endpoint takes code."""
+
+
+def build_pool_network_policy(
+    namespace: str,
+    *,
+    gateway_namespace: str | None,
+    gateway_labels: Mapping[str, str],
+    egress: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The NetworkPolicy of the warm-pool pods in `namespace`: the function pods' rules."""
+    gateway = gateway_peer(gateway_namespace, gateway_labels)
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": POOL_POLICY_NAME,
+            "namespace": namespace,
+            "labels": {**POOL_POLICY_LABELS, children.PART_OF_LABEL: children.PART_OF},
         },
+        "spec": _spec(POOL_POLICY_LABELS, gateway, egress),
     }
 
 
@@ -100,6 +139,16 @@ def for_config(config: OperatorConfig, fn: Function) -> dict[str, Any]:
     """The NetworkPolicy of `fn` with the operator's gateway and egress settings."""
     return build_network_policy(
         fn,
+        gateway_namespace=config.gateway_namespace,
+        gateway_labels=config.gateway_labels,
+        egress=config.function_egress,
+    )
+
+
+def pool_policy_for_config(config: OperatorConfig, namespace: str) -> dict[str, Any]:
+    """The warm-pool pods' NetworkPolicy in `namespace` with the operator's settings."""
+    return build_pool_network_policy(
+        namespace,
         gateway_namespace=config.gateway_namespace,
         gateway_labels=config.gateway_labels,
         egress=config.function_egress,

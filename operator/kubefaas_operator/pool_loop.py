@@ -20,6 +20,11 @@ from kubefaas.pool import POOL_LABEL
 from kubefaas_operator.apply import FUNCTION_GROUP_VERSION
 from kubefaas_operator.config import OperatorConfig
 from kubefaas_operator.kube_sync import Kube, cluster, namespaced
+from kubefaas_operator.network_policy import (
+    POOL_POLICY_LABELS,
+    POOL_POLICY_NAME,
+    pool_policy_for_config,
+)
 from kubefaas_operator.pool import POOL_SELECTOR, build_pool_deployment, pool_drift, pool_sizes
 
 logger = logging.getLogger(__name__)
@@ -82,8 +87,45 @@ def sync_pools_once(kube: Kube, config: OperatorConfig) -> list[str]:
             continue
         kube.delete(namespaced("apps/v1", "deployments", namespace, name))
         done.append(f"deleted {namespace}/{name}")
+    done.extend(_sync_pool_policies(kube, config, {ns for ns, _ in wanted}))
     for line in done:
         logger.info("warm pool: %s", line)
+    return done
+
+
+POOL_POLICY_SELECTOR = ",".join(f"{k}={v}" for k, v in POOL_POLICY_LABELS.items())
+
+
+def _sync_pool_policies(kube: Kube, config: OperatorConfig, namespaces: set[str]) -> list[str]:
+    """With function NetworkPolicies on, every namespace with a pool gets the pool pods'
+    policy (only gateways may reach a pool pod); elsewhere it is removed."""
+    wanted = namespaces if config.network_policy else set()
+    paths = (
+        [namespaced("networking.k8s.io/v1", "networkpolicies", ns) for ns in config.namespaces]
+        if config.namespaces
+        else [cluster("networking.k8s.io/v1", "networkpolicies")]
+    )
+    live: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        for item in kube.list_all(path, label_selector=POOL_POLICY_SELECTOR):
+            if item["metadata"]["name"] == POOL_POLICY_NAME:
+                live[str(item["metadata"]["namespace"])] = item
+    done: list[str] = []
+    for namespace in sorted(wanted):
+        policy = pool_policy_for_config(config, namespace)
+        path = namespaced("networking.k8s.io/v1", "networkpolicies", namespace)
+        current = live.get(namespace)
+        if current is None:
+            kube.create(path, policy)
+            done.append(f"created networkpolicy {namespace}/{POOL_POLICY_NAME}")
+        elif current.get("spec") != policy["spec"]:
+            kube.patch(f"{path}/{POOL_POLICY_NAME}", {"spec": policy["spec"]})
+            done.append(f"updated networkpolicy {namespace}/{POOL_POLICY_NAME}")
+    for namespace in sorted(set(live) - wanted):
+        kube.delete(
+            namespaced("networking.k8s.io/v1", "networkpolicies", namespace, POOL_POLICY_NAME)
+        )
+        done.append(f"deleted networkpolicy {namespace}/{POOL_POLICY_NAME}")
     return done
 
 

@@ -130,3 +130,61 @@ def test_size_0_creates_no_pool(kube_api: KubeApi, namespace: str, tmp_path: Pat
         assert pools["items"] == []
     finally:
         off.stop()
+
+
+def test_with_network_policies_on_only_gateways_may_reach_pool_pods(
+    kube_api: KubeApi, namespace: str, tmp_path: Path
+) -> None:
+    ns = namespace
+    env = {
+        "KUBEFAAS_POOL_SIZE": "1",
+        "KUBEFAAS_FUNCTION_NETWORK_POLICY": "true",
+        "KUBEFAAS_GATEWAY_NAMESPACE": "kubefaas-system",
+    }
+    first = operator(kube_api, ns, tmp_path, **env)
+    try:
+        policy = wait(
+            "the pool pods' NetworkPolicy",
+            lambda: get(kube_api, ns, "networkpolicy", "kubefaas-pool"),
+            first,
+        )
+        selector = policy["spec"]["podSelector"]["matchLabels"]
+        wait("a pool pod", lambda: pool_pods(kube_api, ns), first)
+        # It selects the pool's pods (claimed ones too: they keep the component label).
+        pod_labels = pool_pods(kube_api, ns)[0]["metadata"]["labels"]
+        assert selector.items() <= pod_labels.items()
+        assert POOL_LABEL not in selector
+        [rule] = policy["spec"]["ingress"]
+        [peer] = rule["from"]
+        assert peer["namespaceSelector"] == {
+            "matchLabels": {"kubernetes.io/metadata.name": "kubefaas-system"}
+        }
+        assert peer["podSelector"]["matchLabels"]
+        # A hand edit that opens it is undone on the next pass.
+        kube_api.kubectl(
+            "patch", "networkpolicy", "kubefaas-pool", "-n", ns, "--type=merge",
+            "-p", json.dumps({"spec": {"ingress": [{}]}}),
+        )  # fmt: skip
+    finally:
+        first.stop()
+    again = operator(kube_api, ns, tmp_path, **env)
+    try:
+        wait(
+            "the policy repaired",
+            lambda: (
+                (p := get(kube_api, ns, "networkpolicy", "kubefaas-pool"))
+                and p["spec"]["ingress"] == policy["spec"]["ingress"]
+            ),
+            again,
+        )
+    finally:
+        again.stop()
+    off = operator(kube_api, ns, tmp_path, KUBEFAAS_POOL_SIZE="0")
+    try:
+        wait(
+            "the policy removed with the pool",
+            lambda: get(kube_api, ns, "networkpolicy", "kubefaas-pool") is None or None,
+            off,
+        )
+    finally:
+        off.stop()
