@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any
 
 from kubefaas import limits, naming
+from kubefaas_operator.build_config import BuildConfig, BuildConfigError, load_build_config
 
 DEFAULT_GATEWAY_URL = "http://kubefaas-gateway.kubefaas-system.svc"
 """Where Functions are invoked when neither --gateway-url nor KUBEFAAS_GATEWAY_URL is set:
@@ -85,6 +86,9 @@ class OperatorConfig:
     gateway_stats_token: str | None = field(default=None, repr=False)
     """``KUBEFAAS_GATEWAY_STATS_TOKEN``: bearer token sent with ``GET /internal/stats``
     (the gateways' ``KUBEFAAS_METRICS_TOKEN``; docs/security.md); the chart sets both."""
+    build: BuildConfig | None = None
+    """``KUBEFAAS_BUILD_*``: the build Job of Functions with a requirements.txt
+    (`build_config`); None = builds off (no ``KUBEFAAS_BUILD_REGISTRY``)."""
 
     @property
     def clusterwide(self) -> bool:
@@ -163,7 +167,12 @@ def load_config(
     )
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"the gateway URL must start with http:// or https://, got {url!r}")
+    try:
+        build = load_build_config(environ)
+    except BuildConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return OperatorConfig(
+        build=build,
         runtime_images=(
             parse_runtime_images(images_text)
             if images_text
