@@ -236,7 +236,8 @@ def test_a_failed_build_says_why_and_leaves_the_previous_image_serving(
     assert wait_built(cluster, "Building")["status"] == "False"
     error = (
         "pip could not install requirements.txt: ERROR: Could not find a version that "
-        "satisfies the requirement tinytext==9 | ERROR: No matching distribution found for tinytext==9"
+        "satisfies the requirement tinytext==9 | "
+        "ERROR: No matching distribution found for tinytext==9"
     )
     finish(cluster, second, exit_code=1, message=json.dumps({"error": error}))
     failed = wait_built(cluster, "BuildFailed")
