@@ -255,3 +255,23 @@ def test_a_failed_build_says_why_and_leaves_the_previous_image_serving(
     assert ready["status"] == "True"
     # The failed key is not retried by itself: still two Jobs.
     assert len(jobs(cluster)) == 2
+    # Deleting the failed Job (or its TTL) is how the same code is built again.
+    old_uid = second["metadata"]["uid"]
+    cluster.kubectl("delete", "job", second["metadata"]["name"], "--wait=true")
+    again = cluster.wait(
+        "the failed build started again",
+        lambda: next(
+            (
+                j
+                for j in jobs(cluster)
+                if j["metadata"]["name"] == second["metadata"]["name"]
+                and j["metadata"]["uid"] != old_uid
+            ),
+            None,
+        ),
+    )
+    assert env_of(again)["KUBEFAAS_BUILD_TARGET"] == env_of(second)["KUBEFAAS_BUILD_TARGET"]
+    assert wait_built(cluster, "Building")["status"] == "False"
+    live = cluster.get("deployment", "page")
+    assert live is not None
+    assert container_of(live)["image"] == image
