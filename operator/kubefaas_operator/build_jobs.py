@@ -291,11 +291,12 @@ def built_condition(
     return condition
 
 
-def running_image(fn: Function) -> str | None:
-    """The built image a Function's pods run (`status.image`), if any."""
-    if fn.spec.runtime is None or fn.status is None:
+def running_image(fn: Function, status: Mapping[str, Any] | None) -> str | None:
+    """The built image a Function's pods run (`status.image` of its object's `status`,
+    which the parsed model leaves out), if any."""
+    if fn.spec.runtime is None or not status or not status.get("image"):
         return None
-    return fn.status.image
+    return str(status["image"])
 
 
 def finished(job: Mapping[str, Any]) -> bool:

@@ -303,9 +303,17 @@ def parent_of(child: Mapping[str, Any]) -> tuple[str, str] | None:
 
 
 def child_drift(
-    kind: str, fn: Function, child: Mapping[str, Any], config: OperatorConfig
+    kind: str,
+    fn: Function,
+    child: Mapping[str, Any],
+    config: OperatorConfig,
+    *,
+    status: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """What differs between a live child and the Function, without any API call.
+
+    `status` is the Function object's status: a built image (`status.image`) is what its
+    Deployment runs.
 
     The Deployment is compared with the checksum and version it carries (the code they
     hash is checked by a full reconcile); an unknown runtime is not drift (the reconcile
@@ -320,7 +328,7 @@ def child_drift(
                 replicas_hint=int(replicas) if replicas is not None else None,
                 checksum=children.live_checksum(child) or "",
                 version=children.live_version(child) or fn.metadata.generation or 1,
-                built_image=build_jobs.running_image(fn),
+                built_image=build_jobs.running_image(fn, status),
             )
         except children.UnknownRuntimeError:
             return []
@@ -369,7 +377,7 @@ def on_child_event(
     # A Function changed since its last reconcile: its own handler is about to apply the
     # change, so a difference now is that change, not someone else's edit.
     settled = previous.get("observedGeneration") == body["metadata"].get("generation")
-    if settled and child_drift(kind, fn, child, config):
+    if settled and child_drift(kind, fn, child, config, status=previous):
         return reconcile(kube, config, body, now=now)
     outcome = Outcome()
     if kind == "Deployment":

@@ -82,7 +82,7 @@ def why_reconcile(
     if config_map is not None:
         live.append(("ConfigMap", config_map))
     for kind, child in live:
-        found = reconcile.child_drift(kind, fn, child, context.config)
+        found = reconcile.child_drift(kind, fn, child, context.config, status=current)
         if found:
             return f"{kind} drifted: {', '.join(found)}"
     return None
