@@ -253,6 +253,17 @@ def test_a_failed_build_says_why_and_leaves_the_previous_image_serving(
     assert fn["status"]["image"] == image
     ready = cluster.wait_ready("page")
     assert ready["status"] == "True"
+    # `kubectl describe fn` shows why, as an event on the Function.
+    cluster.wait(
+        "a BuildFailed event on the Function",
+        lambda: [
+            e
+            for e in cluster.items("events")
+            if e.get("reason") == "BuildFailed"
+            and e["involvedObject"].get("name") == "page"
+            and "tinytext==9" in e.get("message", "")
+        ],
+    )
     # The failed key is not retried by itself: still two Jobs.
     assert len(jobs(cluster)) == 2
     # Deleting the failed Job (or its TTL) is how the same code is built again.

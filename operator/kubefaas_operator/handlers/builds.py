@@ -9,7 +9,7 @@ The watch is filtered server-side by the Jobs' labels (see `settings`).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -49,6 +49,20 @@ def on_job_event(
     changed = [a for a in outcome.actions if not a.startswith("unchanged")]
     if changed:
         logger.info("; ".join(changed))
+    if type == "DELETED" or outcome.subject is None:
+        return
+    # Once per finished Job, on the Function, where `kubectl describe fn` shows it.
+    for condition in (outcome.status or {}).get("conditions") or []:
+        if condition.get("type") != build_jobs.CONDITION_BUILT:
+            continue
+        reason = str(condition.get("reason"))
+        if reason in (build_jobs.REASON_BUILT, build_jobs.REASON_BUILD_FAILED):
+            kopf.event(
+                kopf.Body(cast(kopf.RawBody, outcome.subject)),
+                type="Normal" if reason == build_jobs.REASON_BUILT else "Warning",
+                reason=reason,
+                message=str(condition.get("message", "")),
+            )
 
 
 def register(registry: kopf.OperatorRegistry) -> None:
