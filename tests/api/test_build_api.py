@@ -37,6 +37,11 @@ BUILD_SELECTOR = "app.kubernetes.io/component=build"
 
 @pytest.fixture
 def cluster(kube_api: KubeApi, crd: None, namespace: str, tmp_path: Path) -> Iterator[Cluster]:
+    # The API server's Pod Security admission refuses a build pod that is not restricted:
+    # the Job controller could then not create the pod the tests complete.
+    kube_api.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
     operator = OperatorProcess(
         kubeconfig=kube_api.kubeconfig,
         log_path=tmp_path / "operator.log",
