@@ -50,7 +50,18 @@ def _free_port(address: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def package_index() -> Iterator[str]:
+def node_registry_up(release: Release) -> Release:
+    """The local cluster, whose `up` runs the node registry (checked before anything binds
+    its address)."""
+    if release.cluster.local is None:
+        pytest.skip("needs the local cluster's node registry (make cluster-up); not coverage")
+    if not node_registry.answers():
+        pytest.fail(f"the node registry {node_registry.HOST} does not answer", pytrace=False)
+    return release
+
+
+@pytest.fixture(scope="module")
+def package_index(node_registry_up: Release) -> Iterator[str]:
     """A PEP 503 index with one hand-made wheel, on the pod network's gateway address."""
     with tempfile.TemporaryDirectory(prefix="kubefaas-index-") as folder:
         project = Path(folder) / "simple" / "tinytext"
@@ -88,12 +99,9 @@ def _get(url: str, accept: str = "*/*") -> bytes | None:
 
 
 @pytest.fixture(scope="module")
-def builds(release: Release, package_index: str) -> Iterator[Release]:
+def builds(node_registry_up: Release, package_index: str) -> Iterator[Release]:
     """The session's release with builds on, then off again."""
-    if release.cluster.local is None:
-        pytest.skip("needs the local cluster's node registry (make cluster-up); not coverage")
-    if not node_registry.answers():
-        pytest.fail(f"the node registry {node_registry.HOST} does not answer", pytrace=False)
+    release = node_registry_up
     values = {
         "build": {
             "registry": node_registry.HOST,
