@@ -218,6 +218,23 @@ def test_a_function_with_requirements_is_built_by_a_restricted_job_then_runs_the
     assert after is not None
     assert container_of(after)["image"] == image
 
+    # New code, built: the Deployment switches to the new digest.
+    cluster.apply(packaged(main=HANDLER + "# v2\n"))
+    second = cluster.wait(
+        "a second Job",
+        lambda: next(
+            (j for j in jobs(cluster) if j["metadata"]["name"] != job["metadata"]["name"]), None
+        ),
+    )
+    newer = digest_image(env_of(second)["KUBEFAAS_BUILD_TARGET"])
+    assert newer != image
+    finish(cluster, second, exit_code=0, message=json.dumps({"image": newer}))
+    cluster.wait(
+        "the Deployment on the new image",
+        lambda: (d := cluster.get("deployment", "page")) and container_of(d)["image"] == newer,
+    )
+    assert wait_built(cluster, "Built")["message"] == f"built {newer}"
+
 
 def test_a_failed_build_says_why_and_leaves_the_previous_image_serving(
     cluster: Cluster,
