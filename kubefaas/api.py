@@ -727,6 +727,17 @@ class TriggerStatus(BaseModel):
     last_error: str | None = None
 
 
+class BuildStatus(BaseModel):
+    """The last good build of a Function's image (docs/packaging.md, "On a cluster")."""
+
+    model_config = ConfigDict(
+        extra="allow", frozen=True, populate_by_name=True, alias_generator=to_camel
+    )
+
+    key: str | None = None
+    """The build key `status.image` was built for: an unchanged key is never rebuilt."""
+
+
 class FunctionStatus(BaseModel):
     model_config = ConfigDict(
         extra="allow", frozen=True, populate_by_name=True, alias_generator=to_camel
@@ -741,6 +752,10 @@ class FunctionStatus(BaseModel):
     triggers: list[TriggerStatus] = Field(default_factory=list)
     triggers_summary: str | None = None
     """The `Triggers` column of `kubectl get fn`: count and latest fire or message."""
+    image: str | None = None
+    """The image the operator built for the Function's code and requirements, by digest;
+    its pods run it (docs/packaging.md, "On a cluster")."""
+    build: BuildStatus | None = None
 
 
 class Function(BaseModel):

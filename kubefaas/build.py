@@ -38,10 +38,19 @@ IMAGE_PIP_ARGS = (
 )
 
 
-def image_dependency_cache(cache_dir: Path) -> DependencyCache:
-    abi = f"cp{IMAGE_PYTHON_VERSION.replace('.', '')}-glibc2.{IMAGE_GLIBC_MINOR}-x86_64"
+# The ABI part of a requirements key (`kubefaas.deps.requirements_key`) for the image: the
+# same for `kubefaas build`, the build Job and the operator deciding whether to build.
+IMAGE_ABI = f"cp{IMAGE_PYTHON_VERSION.replace('.', '')}-glibc2.{IMAGE_GLIBC_MINOR}-x86_64"
+
+
+def image_dependency_cache(
+    cache_dir: Path, *, extra_pip_args: tuple[str, ...] = ()
+) -> DependencyCache:
     return DependencyCache(
-        cache_dir / "deps", python=sys.executable, abi=abi, pip_args=IMAGE_PIP_ARGS
+        cache_dir / "deps",
+        python=sys.executable,
+        abi=IMAGE_ABI,
+        pip_args=(*IMAGE_PIP_ARGS, *extra_pip_args),
     )
 
 

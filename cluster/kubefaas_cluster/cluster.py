@@ -22,6 +22,7 @@ from kubefaas_cluster import (
     images,
     network,
     node,
+    node_registry,
     probes,
     versions,
 )
@@ -37,6 +38,8 @@ ALL_COMPONENTS: tuple[str, ...] = (
     *API_COMPONENTS,
     "kube-scheduler",
     "containerd",
+    # The node's image registry (kubefaas_cluster.node_registry).
+    "docker-registry",
     "kubelet",
     "kube-proxy",
 )
@@ -200,7 +203,13 @@ class LocalCluster:
         built = appimages.ImageBuilder.default().build() if app_images else []
         for directory in (paths.containerd_state, paths.cni_conf_dir, paths.cni_ipam_dir):
             directory.mkdir(parents=True, exist_ok=True)
-        containerd_toml = node.containerd_config(paths)
+        registry_paths = node_registry.RegistryPaths(config_dir=paths.config_dir)
+        registry_command = node_registry.binary()
+        node_registry.write_files(registry_paths)
+        node_registry.ensure_bridge_address()
+        containerd_toml = node.containerd_config(paths) + node_registry.containerd_section(
+            registry_paths
+        )
         kubelet_yaml = node.kubelet_config(plan, paths)
         kube_proxy_yaml = node.kube_proxy_config(plan)
         files = {
@@ -221,6 +230,10 @@ class LocalCluster:
             images.import_archive(archive, ctr=ctr, address=socket_path)
             appimages.import_images(built, ctr=ctr, address=socket_path)
 
+        def push_platform_images() -> None:
+            # The builder pulls its base (the runtime image) from the registry.
+            node_registry.push_archives((image.archive, image.reference) for image in built)
+
         def healthz(port_name: str) -> Callable[[], bool]:
             url = f"http://{network.LOOPBACK}:{plan.state.ports[port_name]}/healthz"
             return lambda: probes.answers_ok(url)
@@ -234,6 +247,11 @@ class LocalCluster:
                 node.containerd(paths, binary=commands["containerd"], config=containerd_toml),
                 containerd_ready,
                 import_images,
+            ),
+            Step(
+                node_registry.process(registry_paths, command=registry_command),
+                node_registry.answers,
+                push_platform_images,
             ),
             Step(node.kubelet(plan, paths, config=kubelet_yaml), healthz("kubelet_healthz")),
             Step(node.kube_proxy(plan, paths, config=kube_proxy_yaml), healthz("proxy_healthz")),

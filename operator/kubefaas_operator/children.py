@@ -297,15 +297,21 @@ def _resources(fn: Function) -> dict[str, Any]:
     }
 
 
-def _volumes(fn: Function) -> list[dict[str, Any]]:
+def code_volume(fn: Function) -> dict[str, Any]:
+    """The volume of the Function's code ConfigMap (its pods', or the build Job's)."""
+    source: dict[str, Any] = {"name": code_config_map(fn), "defaultMode": CODE_FILE_MODE}
+    if _is_tree(fn):
+        # A source tree: every key is projected onto its path (docs/architecture.md,
+        # "Packaging"); with `items`, keys left out would not be mounted at all.
+        source["items"] = [{"key": k, "path": p} for k, p in code_keys(fn).items()]
+    return {"name": CODE_VOLUME, "configMap": source}
+
+
+def _volumes(fn: Function, *, built: bool = False) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = []
-    if fn.spec.runtime is not None:
-        source: dict[str, Any] = {"name": code_config_map(fn), "defaultMode": CODE_FILE_MODE}
-        if _is_tree(fn):
-            # A source tree: every key is projected onto its path (docs/architecture.md,
-            # "Packaging"); with `items`, keys left out would not be mounted at all.
-            source["items"] = [{"key": k, "path": p} for k, p in code_keys(fn).items()]
-        volumes.append({"name": CODE_VOLUME, "configMap": source})
+    # A built image carries the code (docs/packaging.md, "On a cluster"): nothing to mount.
+    if fn.spec.runtime is not None and not built:
+        volumes.append(code_volume(fn))
     volumes.append({"name": TMP_VOLUME, "emptyDir": {"sizeLimit": fn.spec.tmp_size}})
     # The kubelet reads these Secrets, not the operator (docs/security.md).
     for index, secret in enumerate(fn.spec.secrets):
@@ -318,9 +324,9 @@ def _volumes(fn: Function) -> list[dict[str, Any]]:
     return volumes
 
 
-def _mounts(fn: Function) -> list[dict[str, Any]]:
+def _mounts(fn: Function, *, built: bool = False) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = []
-    if fn.spec.runtime is not None:
+    if fn.spec.runtime is not None and not built:
         mounts.append({"name": CODE_VOLUME, "mountPath": naming.CODE_MOUNT_PATH, "readOnly": True})
     mounts.append({"name": TMP_VOLUME, "mountPath": naming.TMP_MOUNT_PATH})
     for index, secret in enumerate(fn.spec.secrets):
@@ -340,7 +346,7 @@ def _user_env(env: EnvVar) -> dict[str, Any]:
     return {"name": env.name, "valueFrom": {"secretKeyRef": selector}}
 
 
-def _container(fn: Function, *, image: str, version: int) -> dict[str, Any]:
+def _container(fn: Function, *, image: str, version: int, built: bool = False) -> dict[str, Any]:
     reserved = set(shadowed_env(fn))
     user_env = [_user_env(env) for env in fn.spec.env if env.name not in reserved]
     return {
@@ -356,7 +362,7 @@ def _container(fn: Function, *, image: str, version: int) -> dict[str, Any]:
         ],
         "env": runtime_env(fn, version=version) + user_env,
         "resources": _resources(fn),
-        "volumeMounts": _mounts(fn),
+        "volumeMounts": _mounts(fn, built=built),
         "readinessProbe": {
             "httpGet": {"path": "/healthz", "port": wire.RUNTIME_PORT, "scheme": "HTTP"},
             "periodSeconds": READINESS_PERIOD_SECONDS,
@@ -384,6 +390,7 @@ def build_deployment(
     replicas_hint: int | None,
     checksum: str | None = None,
     version: int | None = None,
+    built_image: str | None = None,
 ) -> dict[str, Any]:
     """The Deployment running the Function's instances.
 
@@ -392,9 +399,11 @@ def build_deployment(
     `minScale`; a new Deployment starts at `minScale` (0 unless minScale > 0).
     `checksum` defaults to the hash of the inline code; pass `pod_checksum(fn, files)` for
     code in a user's ConfigMap. `version` defaults to the Function's generation.
+    `built_image`: the image the build Job made of the code and requirements (`status.image`),
+    run instead of the runtime image with the code mounted.
     Raises `UnknownRuntimeError` when the runtime has no image.
     """
-    image = resolve_image(fn, image_for_runtime)
+    image = built_image or resolve_image(fn, image_for_runtime)
     inline = fn.spec.code.inline if fn.spec.code is not None else None
     checksum = checksum if checksum is not None else pod_checksum(fn, inline)
     version = version if version is not None else (fn.metadata.generation or 1)
@@ -420,8 +429,10 @@ def build_deployment(
                     "annotations": {naming.CODE_CHECKSUM_ANNOTATION: checksum},
                 },
                 "spec": {
-                    "containers": [_container(fn, image=image, version=version)],
-                    "volumes": _volumes(fn),
+                    "containers": [
+                        _container(fn, image=image, version=version, built=bool(built_image))
+                    ],
+                    "volumes": _volumes(fn, built=bool(built_image)),
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": fn.spec.timeout_seconds + DRAIN_GRACE_SECONDS,

@@ -16,6 +16,7 @@ from typing import Any
 from kubefaas import limits, naming
 from kubefaas.destinations import AddressRule
 from kubefaas.quantity import mebibytes
+from kubefaas_operator.build_config import BuildConfig, BuildConfigError, load_build_config
 from kubefaas_operator.pool import PoolSettings
 
 DEFAULT_GATEWAY_URL = "http://kubefaas-gateway.kubefaas-system.svc"
@@ -127,6 +128,10 @@ class OperatorConfig:
     def gateway_labels(self) -> dict[str, str]:
         """`gateway_selector` as matchLabels (`load_config` checks it is equality only)."""
         return selector_labels(self.gateway_selector)
+
+    build: BuildConfig | None = None
+    """``KUBEFAAS_BUILD_*``: the build Job of Functions with a requirements.txt
+    (`build_config`); None = builds off (no ``KUBEFAAS_BUILD_REGISTRY``)."""
 
     @property
     def clusterwide(self) -> bool:
@@ -242,7 +247,12 @@ def load_config(
                 f"{GATEWAY_SELECTOR_ENV} must be key=value pairs joined by commas when "
                 f"{NETWORK_POLICY_ENV} is on (it becomes the policy's podSelector): {exc}"
             ) from None
+    try:
+        build = load_build_config(environ)
+    except BuildConfigError as exc:
+        raise ConfigError(str(exc)) from None
     return OperatorConfig(
+        build=build,
         runtime_images=(
             parse_runtime_images(images_text)
             if images_text

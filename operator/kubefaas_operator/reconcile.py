@@ -27,6 +27,8 @@ from kubefaas.kubeapi import ApiError
 from kubefaas.objects import function_from_object
 from kubefaas_operator import (
     apply,
+    build_jobs,
+    builds,
     children,
     destination_status,
     drift,
@@ -156,7 +158,7 @@ def reconcile(
 
     deployment: dict[str, Any] | None = None
     try:
-        deployment = _apply_children(kube, config, fn, outcome, new=new)
+        deployment = _apply_children(kube, config, fn, outcome, new=new, previous=previous, now=now)
     except children.UnknownRuntimeError as exc:
         outcome.problem = NotReady(status.REASON_UNKNOWN_RUNTIME, str(exc))
     except apply.NameConflictError as exc:
@@ -186,7 +188,14 @@ def reconcile(
 
 
 def _apply_children(
-    kube: Kube, config: OperatorConfig, fn: Function, outcome: Outcome, *, new: bool
+    kube: Kube,
+    config: OperatorConfig,
+    fn: Function,
+    outcome: Outcome,
+    *,
+    new: bool,
+    previous: dict[str, Any],
+    now: Clock,
 ) -> dict[str, Any] | None:
     """Apply ConfigMap, Deployment, Service; set `outcome.problem` and stop if blocked.
 
@@ -203,6 +212,7 @@ def _apply_children(
     own_code = naming.code_config_map_name(fn.name)
     code = fn.spec.code
     files: dict[str, str] | None = None
+    code_bytes: dict[str, bytes] | None = None
     if code is not None and code.path is not None:
         # A workstation folder (docs/architecture.md, "Packaging"): the cluster cannot see it.
         outcome.problem = NotReady(
@@ -215,6 +225,7 @@ def _apply_children(
         return None
     if code is not None and code.inline is not None:
         files = dict(code.inline)
+        code_bytes = build_jobs.code_files(inline=files)
         applied = apply.ensure_config_map(
             kube, children.build_config_map(fn), live=None if new else apply.UNREAD
         )
@@ -230,6 +241,7 @@ def _apply_children(
             )
             return None
         files = _code_files(source)
+        code_bytes = build_jobs.code_files(config_map=source)
         module = f"{fn.spec.handler_module}.py"
         if module not in files:
             outcome.problem = NotReady(
@@ -240,8 +252,23 @@ def _apply_children(
             )
             return None
 
+    built_image: str | None = None
+    if config.build is not None and build_jobs.needs_build(fn, code_bytes):
+        # docs/packaging.md, "On a cluster: the build Job".
+        assert code_bytes is not None
+        step = builds.ensure(kube, config, fn, code_bytes, previous=previous, now=now)
+        if step.action:
+            outcome.actions.append(step.action)
+        if step.image is None:
+            outcome.problem = step.problem
+            return None
+        built_image = step.image
+    else:
+        builds.clear(kube, fn, previous)
+
     live = None if new else apply.read_deployment(kube, fn.namespace, fn.name)
-    checksum = children.pod_checksum(fn, files)
+    # A built image holds the code: the pods change with the image, not with the files.
+    checksum = children.pod_checksum(fn, {"image": built_image} if built_image else files)
     version = children.function_version(
         checksum=checksum, live=live, generation=fn.metadata.generation or 1
     )
@@ -252,6 +279,7 @@ def _apply_children(
         replicas_hint=int(replicas) if replicas is not None else None,
         checksum=checksum,
         version=version,
+        built_image=built_image,
     )
     applied = apply.ensure_deployment(kube, desired, live=live)
     outcome.actions.append(applied.describe())
@@ -305,9 +333,17 @@ def parent_of(child: Mapping[str, Any]) -> tuple[str, str] | None:
 
 
 def child_drift(
-    kind: str, fn: Function, child: Mapping[str, Any], config: OperatorConfig
+    kind: str,
+    fn: Function,
+    child: Mapping[str, Any],
+    config: OperatorConfig,
+    *,
+    status: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """What differs between a live child and the Function, without any API call.
+
+    `status` is the Function object's status: a built image (`status.image`) is what its
+    Deployment runs.
 
     The Deployment is compared with the checksum and version it carries (the code they
     hash is checked by a full reconcile); an unknown runtime is not drift (the reconcile
@@ -322,6 +358,7 @@ def child_drift(
                 replicas_hint=int(replicas) if replicas is not None else None,
                 checksum=children.live_checksum(child) or "",
                 version=children.live_version(child) or fn.metadata.generation or 1,
+                built_image=build_jobs.running_image(fn, status),
             )
         except children.UnknownRuntimeError:
             return []
@@ -374,7 +411,7 @@ def on_child_event(
     # A Function changed since its last reconcile: its own handler is about to apply the
     # change, so a difference now is that change, not someone else's edit.
     settled = previous.get("observedGeneration") == body["metadata"].get("generation")
-    if settled and child_drift(kind, fn, child, config):
+    if settled and child_drift(kind, fn, child, config, status=previous):
         return reconcile(kube, config, body, now=now)
     outcome = Outcome()
     if kind == "Deployment":

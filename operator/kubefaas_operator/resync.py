@@ -88,7 +88,7 @@ def why_reconcile(
     if network_policy is not None:
         live.append(("NetworkPolicy", network_policy))
     for kind, child in live:
-        found = reconcile.child_drift(kind, fn, child, context.config)
+        found = reconcile.child_drift(kind, fn, child, context.config, status=current)
         if found:
             return f"{kind} drifted: {', '.join(found)}"
     return None

@@ -22,6 +22,7 @@ import kopf
 from kubefaas import naming
 from kubefaas_operator import persistence
 from kubefaas_operator.config import OperatorConfig
+from kubefaas_operator.handlers.builds import BUILD_SELECTOR, JOB_RESOURCE
 from kubefaas_operator.handlers.child_events import CHILD_RESOURCES, CHILD_SELECTOR
 
 # Whole seconds: kopf passes the server timeout on as `timeoutSeconds`, which the API server
@@ -58,6 +59,7 @@ def build_settings(config: OperatorConfig) -> kopf.OperatorSettings:
     settings.watching.connect_timeout = CONNECT_TIMEOUT_SECONDS
     for group, _version, plural in CHILD_RESOURCES.values():
         settings.watching.label_selectors[group, plural] = CHILD_SELECTOR
+    settings.watching.label_selectors[JOB_RESOURCE[0], JOB_RESOURCE[2]] = BUILD_SELECTOR
 
     settings.networking.request_timeout = REQUEST_TIMEOUT_SECONDS
     settings.networking.connect_timeout = CONNECT_TIMEOUT_SECONDS

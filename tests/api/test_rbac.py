@@ -43,6 +43,8 @@ INTENDED = {
     *(("networkpolicies.networking.k8s.io", v) for v in CRUD),
     *(("deployments.apps/scale", v) for v in ("get", "patch", "update")),
     *(("pods", v) for v in ("get", "list", "watch")),
+    # Build Jobs (docs/packaging.md, "On a cluster: the build Job").
+    *(("jobs.batch", v) for v in ("get", "list", "watch", "create", "delete")),
     ("events", "create"),
     ("events.events.k8s.io", "create"),
 }

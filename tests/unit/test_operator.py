@@ -17,6 +17,7 @@ from kubefaas_operator.config import (
     load_config,
 )
 from kubefaas_operator.handlers import register_all
+from kubefaas_operator.handlers.builds import BUILD_SELECTOR
 from kubefaas_operator.handlers.child_events import CHILD_SELECTOR
 from kubefaas_operator.settings import build_settings
 
@@ -151,8 +152,10 @@ def test_kopf_posts_events_runs_standalone_and_filters_child_watches_by_label() 
     assert settings.watching.client_timeout > settings.watching.server_timeout
     assert settings.execution.max_workers == 7
     selectors = {str(k): v for k, v in settings.watching.label_selectors.items()}
-    assert len(selectors) == 4  # Deployments, Services, ConfigMaps, NetworkPolicies
-    assert set(selectors.values()) == {CHILD_SELECTOR}
+    assert len(selectors) == 5  # Deployments, Services, ConfigMaps, NetworkPolicies, Jobs
+    # The children's watches, and the build Jobs' (docs/packaging.md, "On a cluster").
+    assert set(selectors.values()) == {CHILD_SELECTOR, BUILD_SELECTOR}
+    assert BUILD_SELECTOR.endswith("app.kubernetes.io/component=build")
     assert (
         f"{naming.MANAGED_BY_LABEL}={naming.MANAGED_BY},{naming.FUNCTION_LABEL}"
     ) == CHILD_SELECTOR
@@ -190,6 +193,7 @@ def test_every_trigger_is_registered() -> None:
         "service-event",
         "configmap-event",
         "networkpolicy-event",
+        "build-job-event",
     }
     # No handler forces a finalizer: deleting a Function never waits for the operator.
     assert not any(h.requires_finalizer for h in registry._changing.get_all_handlers())

@@ -40,6 +40,14 @@ the ClusterRoles keep only what is cluster-scoped. No Secrets for the operator, 
 - apiGroups: ["apps"]
   resources: ["deployments/scale"]
   verbs: ["get", "patch", "update"]
+# Build Jobs of Functions with a requirements.txt (docs/packaging.md), and their pods'
+# termination messages (the built image's digest, or pip's error).
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch"]
 # kopf reports handler outcomes as events on the Function.
 - apiGroups: ["", "events.k8s.io"]
   resources: ["events"]

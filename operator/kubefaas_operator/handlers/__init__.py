@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import kopf
 
-from kubefaas_operator.handlers import child_events, function, lifecycle
+from kubefaas_operator.handlers import builds, child_events, function, lifecycle
 
 
 def register_all(registry: kopf.OperatorRegistry) -> None:
     lifecycle.register(registry)
     function.register(registry)
     child_events.register(registry)
+    builds.register(registry)

@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from kubefaas import limits
-from kubefaas_operator import reconcile
+from kubefaas_operator import build_jobs, reconcile
 from kubefaas_operator.context import OperatorContext
 
 TRIGGERS = ("create", "update", "resume")
@@ -40,7 +40,9 @@ def reconcile_function(
     for warning in outcome.warnings:
         logger.warning(warning)
     problem = outcome.problem
-    if problem is None:
+    if problem is None or problem.reason == build_jobs.REASON_BUILDING:
+        # A build in progress is no failure: its Job's end brings the Function back
+        # (handlers/builds.py), and the resync is the net.
         return
     message = f"{problem.reason}: {problem.message}"
     if problem.retry:
