@@ -215,7 +215,8 @@ def error_response(
     headers = [
         (b"content-type", JSON_CONTENT_TYPE),
         (b"content-length", str(len(body)).encode()),
-        (wire.INVOCATION_ID, invocation_id.encode()),
+        # Only an answer about an invocation names one (not a 404 for an unknown route).
+        *([(wire.INVOCATION_ID, invocation_id.encode())] if invocation_id else []),
         *error.headers(),
     ]
     return error.status, headers, body
