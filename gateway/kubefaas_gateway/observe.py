@@ -43,6 +43,7 @@ class Observability:
         until cancelled; then flush both a last time."""
         loop = asyncio.get_running_loop()
         last_usage = loop.time()
+        failing = False  # a store that is down is logged once, with its trace, not each second
         try:
             while True:
                 await asyncio.sleep(FLUSH_INTERVAL_SECONDS)
@@ -52,8 +53,16 @@ class Observability:
                     if self.meter is not None and loop.time() - last_usage >= USAGE_FLUSH_SECONDS:
                         last_usage = loop.time()
                         await asyncio.to_thread(self.meter.flush)
-                except Exception:
-                    log.exception("could not write function logs or usage")
+                except Exception as exc:
+                    if not failing:
+                        log.exception("could not write function logs or usage (kept for later)")
+                    else:
+                        log.debug("still cannot write function logs or usage: %s", exc)
+                    failing = True
+                else:
+                    if failing:
+                        log.info("function logs and usage are written again")
+                    failing = False
         finally:
             self.flush()
 

@@ -116,7 +116,7 @@ def test_metrics_and_stats_need_the_metrics_token_when_one_is_set(
 ) -> None:
     manifest_dir.add_function("plain", ECHO)
     gateway = start_gateway(manifest_dir.path, env={"KUBEFAAS_METRICS_TOKEN": "scrape-me"})
-    for path in ("/metrics", "/internal/stats"):
+    for path in ("/metrics", "/internal/stats", "/internal/triggers"):
         refused = gateway.client.get(path)
         assert refused.status_code == 401, path
         assert refused.json()["error"]["type"] == "Unauthorized"

@@ -153,5 +153,9 @@ def test_usage_waits_for_redis_and_loses_nothing(
             time.sleep(0.2)
         assert answer.status_code == 200, answer.text
         assert _by_function(answer.json()["items"])["default/echo"][0] == 2
+        # The outage is logged once with its trace, and its end once: not every second.
+        log = gateway.stderr()
+        assert log.count("could not write function logs or usage") == 1, log
+        assert log.count("function logs and usage are written again") == 1, log
     finally:
         server.stop()

@@ -5,16 +5,21 @@
                                 "lastError", "lastErrorTime", ...}]}}
 
 This gateway's own view: with several replicas each reports the ticks it stored and the
-messages it received.
+messages it received. Behind the scrape token like `/internal/stats` (docs/security.md).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
-router = APIRouter(tags=["internal"])
+from kubefaas_gateway.routers.json_errors import GatewayRoute
+from kubefaas_gateway.routers.scrape import require_scrape_token
+
+router = APIRouter(
+    tags=["internal"], route_class=GatewayRoute, dependencies=[Depends(require_scrape_token)]
+)
 
 
 @router.get("/internal/triggers")
