@@ -104,7 +104,8 @@ def test_stopping_the_gateway_stops_instances_and_removes_their_scratch(
     examples_gateway.invoke("tmp-cache", {})
     examples_gateway.invoke("hello", {})
     scratch = examples_gateway.state_dir / "local" / "instances"
-    assert len(list(scratch.iterdir())) == 2
+    # These two, and any the heartbeat example's schedule has started meanwhile.
+    assert len(list(scratch.iterdir())) >= 2
     # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit says why.
     assert examples_gateway.terminate() in (0, -signal.SIGTERM)
     assert "Application shutdown complete" in examples_gateway.stderr()
