@@ -130,3 +130,67 @@ def test_an_instance_as_nobody_imports_its_installed_requirements(
     assert response.status_code == 200, response.text
     assert response.json()["text"] == "HI!"
     assert response.json()["uid"] != 0
+
+
+VICTIM = """
+import os
+
+SECRET = "victim-code-secret-42"
+
+def handler(event, context):
+    with open(os.path.join(os.environ['TMPDIR'], 'note'), 'w') as f:
+        f.write(SECRET)
+    return {'uid': os.getuid(), 'pid': os.getpid(), 'tmp': os.environ['TMPDIR']}
+"""
+
+NEIGHBOUR = """
+import os
+
+def handler(event, context):
+    def read(path):
+        try:
+            with open(path, 'rb') as f:
+                return f.read().decode('latin-1')
+        except OSError as exc:
+            return type(exc).__name__
+    return {
+        'uid': os.getuid(),
+        'code': read(event['code']),
+        'environ': read('/proc/%d/environ' % event['pid']),
+        'tmp': read(os.path.join(event['tmp'], 'note')),
+        'own': 'def handler' in read('main.py'),
+    }
+"""
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3.11").exists(), reason="needs /usr/bin/python3.11")
+def test_one_function_cannot_read_another_ones_code_tmp_or_environment(
+    manifest_dir: ManifestDir,
+    start_gateway: Callable[..., RunningGateway],
+    open_state_dir: Path,
+) -> None:
+    manifest_dir.add_function("victim", VICTIM)
+    manifest_dir.add_function("neighbour", NEIGHBOUR)
+    gateway = start_gateway(
+        manifest_dir.path,
+        state_dir=open_state_dir,
+        env={"KUBEFAAS_RUNTIME_COMMAND": _runtime_command()},
+    )
+    victim = gateway.invoke("victim", {})
+    assert victim.status_code == 200, victim.text
+    found = victim.json()
+    code = open_state_dir / "local" / "code" / "default" / "victim" / "main.py"
+    assert "victim-code-secret-42" in code.read_text()  # root (the gateway) still can
+    response = gateway.invoke(
+        "neighbour", {"code": str(code), "pid": found["pid"], "tmp": found["tmp"]}
+    )
+    assert response.status_code == 200, response.text
+    seen = response.json()
+    assert seen["uid"] not in (0, found["uid"])
+    assert seen == {
+        "uid": seen["uid"],
+        "code": "PermissionError",
+        "environ": "PermissionError",
+        "tmp": "PermissionError",
+        "own": True,
+    }

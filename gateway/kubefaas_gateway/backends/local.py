@@ -59,7 +59,7 @@ from kubefaas_gateway.backends.local_process import (
     wait_healthy,
 )
 from kubefaas_gateway.backends.local_tmp import TmpSizeCounter, tmp_size_bytes, watch_tmp
-from kubefaas_gateway.backends.local_user import RunAs, resolve_run_as
+from kubefaas_gateway.backends.local_user import FunctionUsers, RunAs, resolve_run_as
 from kubefaas_gateway.errors import InvocationTimeout, NoCapacity
 from kubefaas_gateway.secrets import LocalSecrets
 from kubefaas_gateway.settings import Settings
@@ -104,6 +104,7 @@ class LocalBackend:
         self._code_root = root / "code"
         self._instances_root = root / "instances"
         self._run_as: RunAs | None = None  # docs/security.md, "Local mode isolation"
+        self._users = FunctionUsers(None)
         self._pools: dict[str, _Pool] = {}
         self._tracker = Tracker()
         self._probe_session: aiohttp.ClientSession | None = None
@@ -138,6 +139,7 @@ class LocalBackend:
             ],
             readable=list(self._code_folders.values()),
         )
+        self._users = FunctionUsers(self._run_as)
         self._probe_session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(force_close=True, use_dns_cache=False),
             timeout=aiohttp.ClientTimeout(total=PROBE_TIMEOUT_SECONDS),
@@ -305,9 +307,11 @@ class LocalBackend:
         )
         instance.tmp_dir = self._instances_root / f"{fn.namespace}.{fn.name}.{instance.id}"
         instance.tmp_dir.mkdir(parents=True, mode=0o700)
-        run_as = self._run_as
+        run_as = self._users.for_function(fn.key)
         if run_as is not None:
             os.chown(instance.tmp_dir, run_as.uid, run_as.gid)
+            if fn.spec.code is not None and fn.spec.code.path is None:
+                self._users.own_code(run_as, code_dir)
         command = self._settings.runtime_command
         try:
             env = instance_environment(

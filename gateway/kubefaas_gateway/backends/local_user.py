@@ -11,6 +11,14 @@ interpreter under root's 0700 home, a state folder inside a private one) the gat
 a warning saying why and instances run as root as before. An explicit user name must work:
 its failure stops the gateway. `none` (or a gateway that is not root) keeps the gateway's
 user.
+
+Each function then gets a user of its own (`FunctionUsers`): uid = gid =
+`FUNCTION_UID_BASE` + n, allocated in the order functions first start, with no passwd
+entry and no supplementary groups. Its scratch folders are its own (0700) and its inline or
+ConfigMap code folder is root's with its group (0750), so one function cannot read another's
+code, `/tmp` or `/proc/<pid>/environ`. These ids have exactly the rights of the probed
+user on everything else (neither is in any group), so the probe above holds for them.
+A `code.path` folder is the user's own and is left as it is.
 """
 
 from __future__ import annotations
@@ -89,3 +97,35 @@ def resolve_run_as(
             return None
         raise ValueError(f"KUBEFAAS_LOCAL_RUN_AS={setting!r} cannot run {python}: {reason}")
     return RunAs(uid=user.pw_uid, gid=user.pw_gid, name=name)
+
+
+# Above the usual ranges of login users (1000-60000) and of /etc/subuid (100000-165535).
+FUNCTION_UID_BASE = 200_000
+FUNCTION_UIDS_MAX = 65_536
+
+
+class FunctionUsers:
+    """One unprivileged uid/gid per function key (see the module docstring)."""
+
+    def __init__(self, base: RunAs | None) -> None:
+        self._base = base
+        self._ids: dict[str, RunAs] = {}
+
+    def for_function(self, key: str) -> RunAs | None:
+        """The user `key`'s instances run as; None: the gateway's own (not root)."""
+        if self._base is None:
+            return None
+        found = self._ids.get(key)
+        if found is None:
+            if len(self._ids) >= FUNCTION_UIDS_MAX:
+                return self._base  # more functions than ids: they share the probed user
+            n = FUNCTION_UID_BASE + len(self._ids)
+            found = self._ids[key] = RunAs(uid=n, gid=n, name=f"{self._base.name}+{key}")
+        return found
+
+    def own_code(self, user: RunAs | None, folder: Path) -> None:
+        """Make the code `folder` readable by `user` only (root's, with its group)."""
+        if user is None or user == self._base:
+            return
+        os.chown(folder, 0, user.gid)
+        folder.chmod(0o750)
