@@ -107,6 +107,8 @@ def builds(node_registry_up: Release, package_index: str) -> Iterator[Release]:
             "registry": node_registry.HOST,
             "plainHttp": True,
             "pipIndexUrl": package_index,
+            # A plain-HTTP index off loopback: pip ignores it unless told to trust it.
+            "pipExtraArgs": f"--trusted-host {node_registry.ADDRESS}",
             "baseImages": {"python3.11": f"{node_registry.HOST}/kubefaas-runtime:0.1.0"},
         }
     }

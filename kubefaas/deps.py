@@ -74,10 +74,17 @@ def _failed_requirement(output: str, lines: Sequence[str]) -> str | None:
     return lines[0] if len(lines) == 1 else None
 
 
+# pip ignores a plain-HTTP index that is not on loopback, says so once as a warning, then
+# fails with "from versions: none": that warning is the cause, so it leads the message.
+_IGNORED_INDEX = "is not a trusted or secure host"
+
+
 def _pip_message(output: str) -> str:
-    errors = [line.strip() for line in output.splitlines() if line.startswith("ERROR:")]
-    tail = errors or [line.strip() for line in output.splitlines() if line.strip()]
-    return " | ".join(tail[-PIP_TAIL_LINES:]) or "pip failed without output"
+    lines = output.splitlines()
+    errors = [line.strip() for line in lines if line.startswith("ERROR:")]
+    tail = errors or [line.strip() for line in lines if line.strip()]
+    causes = [line.strip() for line in lines if _IGNORED_INDEX in line][:1]
+    return " | ".join(causes + tail[-PIP_TAIL_LINES:]) or "pip failed without output"
 
 
 @dataclass(frozen=True)

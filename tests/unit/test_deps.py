@@ -64,3 +64,19 @@ def test_an_install_is_reused_and_a_failure_is_remembered_until_a_restart(
     # ... a new one (a restart) does, and now succeeds.
     restarted = DependencyCache(tmp_path / "deps", python=sys.executable, abi="test")
     assert restarted.ensure("default/c", "python3.11", "later==2.0\n").fresh
+
+
+def test_an_ignored_plain_http_index_leads_the_pip_message() -> None:
+    from kubefaas.deps import _pip_message
+
+    output = (
+        "Looking in indexes: http://10.0.0.9:8000/simple/\n"
+        "WARNING: The repository located at 10.0.0.9 is not a trusted or secure host and is "
+        "being ignored.\n"
+        "ERROR: Could not find a version that satisfies the requirement tinytext==1.0 "
+        "(from versions: none)\n"
+        "ERROR: No matching distribution found for tinytext==1.0\n"
+    )
+    message = _pip_message(output)
+    assert message.startswith("WARNING: The repository located at 10.0.0.9 is not a trusted")
+    assert message.endswith("No matching distribution found for tinytext==1.0")
