@@ -114,9 +114,9 @@ def test_a_schedule_wakes_a_function_scaled_to_zero_and_shows_in_status(
     assert status["name"] == "two-seconds"
     assert not status.get("lastError")
     # The last fire's invocation record is the gateway's, readable by id.
-    fires = release.gateway.client.get(
-        "/internal/triggers", headers=release.gateway.metrics_auth()
-    ).json()["functions"]
+    fires = release.gateway.client.get("/internal/triggers", headers=release.metrics_auth()).json()[
+        "functions"
+    ]
     [mine] = fires[f"{release.functions_namespace}/{name}"]
     record = release.gateway.client.get(f"/invocations/{mine['lastInvocationId']}").json()
     assert record["status"] in ("queued", "running", "succeeded"), record
@@ -183,7 +183,7 @@ def test_nats_jetstream_messages_are_each_handled_once_and_acked(
     assert status["name"] == "orders"
     assert not status.get("lastError")
     [mine] = release.gateway.client.get(
-        "/internal/triggers", headers=release.gateway.metrics_auth()
+        "/internal/triggers", headers=release.metrics_auth()
     ).json()["functions"][f"{release.functions_namespace}/{name}"]
     assert mine["acks"] == MESSAGES
     assert mine["lag"] == 0
