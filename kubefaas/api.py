@@ -341,6 +341,16 @@ class Auth(_Model):
     )
 
 
+def _valid_zone(value: str | None) -> str | None:
+    if value is not None:
+        zone(value)
+    return value
+
+
+# An IANA time zone name (None: UTC), checked by `kubefaas.schedule.zone`.
+TimeZone = Annotated[str | None, AfterValidator(_valid_zone)]
+
+
 # A provisioned window's cron: 5 fields by shape in the CRD, values checked by the model.
 WINDOW_PATTERN = r"^[^ @]+( +[^ ]+){4}$"
 PROVISIONED_WINDOWS_MAX = 16
@@ -358,7 +368,7 @@ class ProvisionedWindow(_Model):
         pattern=WINDOW_PATTERN,
         description="5 cron fields; the window is open during each minute they match.",
     )
-    timezone: str | None = Field(
+    timezone: TimeZone = Field(
         default=None, max_length=64, description="IANA time zone of the schedule; UTC."
     )
     min_scale: int = Field(ge=1, le=limits.SCALE_MAX)
@@ -369,13 +379,6 @@ class ProvisionedWindow(_Model):
         if value.strip().startswith("@"):
             raise ValueError("a provisioned window takes 5 cron fields, not @every")
         Schedule.parse(value)
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _check_timezone(cls, value: str | None) -> str | None:
-        if value is not None:
-            zone(value)
         return value
 
 
@@ -479,7 +482,7 @@ class ScheduleTrigger(_Model):
         description="5 cron fields (minute hour day-of-month month day-of-week) or "
         "`@every <duration>` such as 30s, 5m or 1h30m (at least 1s).",
     )
-    timezone: str | None = Field(
+    timezone: TimeZone = Field(
         default=None, max_length=64, description="IANA time zone of a cron expression; UTC."
     )
     payload: Annotated[Any, AfterValidator(_json_size)] = Field(
@@ -496,13 +499,6 @@ class ScheduleTrigger(_Model):
     @classmethod
     def _check_expression(cls, value: str) -> str:
         Schedule.parse(value)
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _check_timezone(cls, value: str | None) -> str | None:
-        if value is not None:
-            zone(value)
         return value
 
     RULES: ClassVar[tuple[Rule, ...]] = (

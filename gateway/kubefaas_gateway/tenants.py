@@ -28,8 +28,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kubefaas_gateway.auth import MAX_CREDENTIAL_BYTES, credential
-from kubefaas_gateway.errors import InvocationError, Unauthorized
+from kubefaas_gateway.auth import MAX_CREDENTIAL_BYTES, InvokeUnauthorized, credential
+from kubefaas_gateway.errors import InvocationError
 from kubefaas_gateway.secrets import SecretReader
 from kubefaas_gateway.settings import Settings
 
@@ -46,22 +46,9 @@ class Forbidden(InvocationError):
     status = 403
 
 
-class TokenRefused(Unauthorized):
-    """No credential, or one that is neither the admin token nor a namespace token."""
-
-    def __init__(self, message: str, *, invalid: bool) -> None:
-        super().__init__(message)
-        self._invalid = invalid
-
-    @property
-    def type(self) -> str:
-        return "Unauthorized"
-
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        value = b'Bearer realm="kubefaas"'
-        if self._invalid:
-            value += b', error="invalid_token"'
-        return [(b"www-authenticate", value)]
+class TokenRefused(InvokeUnauthorized):
+    """No credential, or one that is neither the admin token nor a namespace token (the
+    same 401 and `WWW-Authenticate` as a refused invoke credential)."""
 
 
 @dataclass(frozen=True)
