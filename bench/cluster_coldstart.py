@@ -79,6 +79,7 @@ from e2e.harness import (
     wait_for,
 )
 from kubefaas import naming
+from kubefaas.pool import POOL_LABEL
 
 IDLE_SECONDS = 10
 FUNCTION = "cold"
@@ -366,8 +367,9 @@ def _stats_auth(gateway: Gateway, auth: dict[str, str]) -> None:
 
 
 @contextmanager
-def installed(cluster: Cluster) -> Iterator[tuple[Gateway, str]]:
-    """The chart in fresh restricted namespaces; everything is removed afterwards."""
+def installed(cluster: Cluster, pool: int = 0) -> Iterator[tuple[Gateway, str]]:
+    """The chart in fresh restricted namespaces (with `pool` warm-pool pods per runtime);
+    everything is removed afterwards."""
     suffix = uuid.uuid4().hex[:6]
     name, namespace, functions = (
         f"kubefaas-bench-{suffix}",
@@ -384,6 +386,7 @@ def installed(cluster: Cluster) -> Iterator[tuple[Gateway, str]]:
             "gateway": {"defaultNamespace": functions},
             # Invoke auth is not what is measured (docs/security.md), as in the e2e tier.
             "auth": {"default": "none"},
+            "warmPool": {"size": pool},
         }
         cluster.helm(
             "install", name, str(CHART), "-n", namespace, "-f", "-", "--wait",
@@ -404,8 +407,19 @@ def installed(cluster: Cluster) -> Iterator[tuple[Gateway, str]]:
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def measure(cluster: Cluster, runs: int, *, log: Callable[[str], None]) -> dict[str, Any]:
-    with installed(cluster) as (gateway, namespace):
+def pool_ready(cluster: Cluster, namespace: str) -> bool:
+    """A Ready, unclaimed warm-pool pod in `namespace` (docs/warm-pool.md)."""
+    for pod in cluster.items("pods", "-n", namespace, "-l", POOL_LABEL):
+        conditions = pod.get("status", {}).get("conditions") or []
+        if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+            return True
+    return False
+
+
+def measure(
+    cluster: Cluster, runs: int, *, log: Callable[[str], None], pool: int = 0
+) -> dict[str, Any]:
+    with installed(cluster, pool) as (gateway, namespace):
         manifest = function_manifest(
             "hello",
             name=FUNCTION,
@@ -430,6 +444,10 @@ def measure(cluster: Cluster, runs: int, *, log: Callable[[str], None]) -> dict[
         with watching(cluster, namespace, FUNCTION) as timeline:
             for number in range(1, runs + 1):
                 to_zero(cluster, gateway, namespace, FUNCTION)
+                if pool:
+                    wait_for(
+                        "a ready pool pod", lambda: pool_ready(cluster, namespace), timeout=120
+                    )
                 run = cold_call(cluster, gateway, timeline, FUNCTION, namespace)
                 results.append(run)
                 log(f"run {number:2}/{runs}: {run.total_ms:7.0f} ms  {_steps_line(run)}")
@@ -493,6 +511,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=20, help="cold starts to time (20)")
     parser.add_argument("--json", type=Path, help="write every run and the summary here")
+    parser.add_argument(
+        "--pool", type=int, default=0, help="warm-pool pods per runtime (0: no pool)"
+    )
     args = parser.parse_args(argv)
     host = machine()
     try:
@@ -500,10 +521,13 @@ def main(argv: list[str] | None = None) -> int:
     except pytest.fail.Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    measured = measure(cluster, args.runs, log=lambda line: print(line, file=sys.stderr))
+    measured = measure(
+        cluster, args.runs, log=lambda line: print(line, file=sys.stderr), pool=args.pool
+    )
     rows = summarize(measured)
     where = "local cluster" if cluster.local is not None else str(cluster.kubeconfig)
-    print(f"\ncold start through the gateway, {args.runs} runs ({where})")
+    pooled = f", warm pool of {args.pool}" if args.pool else ""
+    print(f"\ncold start through the gateway, {args.runs} runs ({where}{pooled})")
     print(f"{'step (since the request)':28} {'p50 ms':>8} {'p95 ms':>8} {'step p50':>8}  seen")
     for row in rows:
         print(

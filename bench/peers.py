@@ -408,7 +408,12 @@ def warm(
 ) -> dict[str, float]:
     load(url, connections, min(seconds, 3), headers)  # warm up connections and instances
     run = load(url, connections, seconds, headers)
-    return {"rps": run.requests_per_second, "p50_ms": run.p50_ms, "p99_ms": run.p99_ms, "requests": run.requests}
+    return {
+        "rps": run.requests_per_second,
+        "p50_ms": run.p50_ms,
+        "p99_ms": run.p99_ms,
+        "requests": run.requests,
+    }
 
 
 @dataclass
